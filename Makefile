@@ -1,0 +1,76 @@
+# semops-data: `make run` sets up and runs the pipeline; `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
+# Extra pip index for torch on machines without a GPU (e.g. PyTorch's CPU wheel index): PyPI's
+# Linux torch wheel is the CUDA build. Empty: use pip's configured indexes.
+TORCH_INDEX_URL ?=
+EXTRAS ?= mlops,notebooks,dev
+
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help setup params run repro exp ui mirror test lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "setup: NVIDIA GPU found, installing CUDA torch"; \
+		$(BIN)/pip install -q -c constraints.txt torch; \
+	else \
+		echo "setup: no GPU, installing CPU torch"; \
+		$(BIN)/pip install -q -c constraints.txt $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) torch; \
+	fi
+	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $@
+
+setup: $(STAMP) ## Create .venv and install the project (CPU torch where there is no GPU)
+
+params: $(STAMP) ## Compose conf/ into params.yaml (validated)
+	@$(BIN)/semops compose
+
+repro: params ## Compose params, then run the stages whose inputs changed
+	@$(BIN)/dvc repro
+
+run: repro ## Set up, run the whole pipeline on the bundled data, print test metrics
+	@$(BIN)/semops report
+
+exp: $(STAMP) ## A small example sweep: three models, queued and run, then compared
+	$(BIN)/dvc exp run --queue -S 'model=mlp,logreg,gbdt'
+	$(BIN)/dvc exp run --run-all
+	$(BIN)/dvc exp show --only-changed --drop 'Created|State|Executor'
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over mlruns/ (every run, plots, model)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
+		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT) --workers 1
+
+mirror: $(STAMP) ## Mirror results that could not reach MLflow when they were produced
+	@$(BIN)/semops mirror
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP) ## Benchmarks; results written to benchmarks/results.md
+	$(BIN)/python -m benchmarks.run
+
+clean: ## Remove generated data (not data/raw, not mlruns/) and tool caches
+	rm -rf data/interim/*.parquet data/processed/*.parquet data/processed/*.json data/models data/reports
+	rm -rf .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

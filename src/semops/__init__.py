@@ -1,0 +1,1 @@
+"""semops: reproducible ML pipeline and research RAG toolkit."""

@@ -1,0 +1,153 @@
+"""Cleaning and splitting: pure functions from a raw table to typed, deduplicated splits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from semops.errors import SemopsError
+from semops.params import DataConfig, SplitConfig
+
+TARGET_DTYPE = "string"
+SPLIT_NAMES = ("train", "val", "test")
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def check_columns(table: pd.DataFrame, cfg: DataConfig) -> None:
+    """Fail naming the config key and the available columns when a configured column is absent."""
+    available = ", ".join(map(str, table.columns))
+    wanted: list[tuple[str, Iterable[str]]] = [
+        ("data.target", [cfg.target]),
+        ("data.drop", cfg.drop),
+        ("data.types", cfg.types),
+        ("data.valid", cfg.valid),
+    ]
+    for key, columns in wanted:
+        for column in columns:
+            if column not in table.columns:
+                raise SemopsError(f"{key}: column {column!r} not found; available columns: {available}")
+
+
+def normalise_categorical(values: pd.Series) -> pd.Series:
+    """Trim, casefold and collapse whitespace; empty strings become missing.
+
+    Works on the distinct values only, so it costs the same for 1k or 10M rows.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = pd.Series(uniques, dtype="object").astype(str)
+    text = text.str.strip().str.casefold().str.replace(r"\s+", " ", regex=True)
+    text = text.mask(text == "")
+    categories = sorted(text.dropna().unique())
+    position = {c: i for i, c in enumerate(categories)}
+    remap = np.array([position.get(t, -1) if isinstance(t, str) else -1 for t in text], dtype=np.int64)
+    new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else -1, -1)
+    return pd.Series(pd.Categorical.from_codes(new_codes, categories=categories), index=values.index, name=values.name)
+
+
+def is_categorical(series: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
+
+
+def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Type, normalise and deduplicate a raw table; return it with a report of what changed."""
+    check_columns(raw, cfg)
+    table = raw.drop(columns=cfg.drop)
+    unparseable: dict[str, int] = {}
+    impossible: dict[str, int] = {}
+    columns: dict[str, pd.Series] = {}
+    for name in table.columns:
+        column = table[name]
+        declared = cfg.types.get(name)
+        if name == cfg.target:
+            columns[name] = normalise_categorical(column.astype("object").where(column.notna()))
+        elif declared == "categorical" or (declared is None and is_categorical(column)):
+            columns[name] = normalise_categorical(column)
+        else:
+            numeric = pd.to_numeric(column, errors="coerce").astype("float64")
+            failed = int((numeric.isna() & column.notna()).sum())
+            if failed:
+                unparseable[name] = failed
+            bounds = cfg.valid.get(name)
+            if bounds is not None:
+                bad = pd.Series(False, index=numeric.index)
+                if bounds.min is not None:
+                    bad |= numeric < bounds.min
+                if bounds.max is not None:
+                    bad |= numeric > bounds.max
+                impossible[name] = int(bad.sum())
+                numeric = numeric.mask(bad)
+            columns[name] = numeric
+    table = pd.DataFrame(columns)
+    rows_raw = len(table)
+
+    missing_target = table[cfg.target].isna()
+    table = table.loc[~missing_target]
+    duplicated = table.duplicated()
+    table = table.loc[~duplicated].reset_index(drop=True)
+    if table.empty:
+        raise SemopsError(f"data set {cfg.name!r} is empty after cleaning ({rows_raw} raw rows)")
+    classes = table[cfg.target].value_counts().sort_index()
+    classes = classes[classes > 0]
+    check_target(classes, cfg)
+    table[cfg.target] = table[cfg.target].cat.remove_unused_categories()
+    report = {
+        "rows": {"raw": rows_raw, "clean": len(table)},
+        "dropped": {"missing_target": int(missing_target.sum()), "duplicates": int(duplicated.sum())},
+        "set_missing": {"impossible": impossible, "unparseable": unparseable},
+        "classes": {str(k): int(v) for k, v in classes.items()},
+    }
+    return table, report
+
+
+def check_target(classes: pd.Series, cfg: DataConfig) -> None:
+    names = ", ".join(map(str, classes.index))
+    if len(classes) < 2:
+        raise SemopsError(f"data.target {cfg.target!r} has a single class ({names}); need at least two")
+    if len(classes) == 2:
+        if cfg.positive is None:
+            raise SemopsError(f"data.positive is required for the binary target {cfg.target!r}; classes: {names}")
+        if normalised_label(cfg.positive) not in classes.index:
+            raise SemopsError(f"data.positive: {cfg.positive!r} is not a class of {cfg.target!r}; classes: {names}")
+    elif cfg.positive is not None:
+        raise SemopsError(
+            f"data.positive is set to {cfg.positive!r}, but the target {cfg.target!r} has "
+            f"{len(classes)} classes ({names}); remove it for a multiclass target"
+        )
+
+
+def normalised_label(label: str) -> str:
+    return " ".join(str(label).split()).casefold()
+
+
+def row_hash(table: pd.DataFrame, seed: int) -> np.ndarray:
+    """A 64-bit hash of each row's values, the same on every run and machine."""
+    hashed = pd.util.hash_pandas_object(table, index=False).to_numpy()
+    return pd.util.hash_array(hashed ^ (np.uint64(seed) * _GOLDEN))
+
+
+def assign_splits(table: pd.DataFrame, target: str, cfg: SplitConfig) -> np.ndarray:
+    """Split code per row (0 train, 1 val, 2 test) from the row's hash, so a row's split depends
+    only on its own values and the seed; every class is then guaranteed a row in every split."""
+    position = row_hash(table, cfg.seed).astype(np.float64) / 2.0**64
+    bounds = np.array([cfg.train, cfg.train + cfg.val])
+    split = np.searchsorted(bounds, position, side="right").astype(np.int8)
+    centres = np.array([cfg.train / 2, cfg.train + cfg.val / 2, 1 - cfg.test / 2])
+    labels = table[target].to_numpy()
+    for label in pd.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) < 3:
+            raise SemopsError(
+                f"class {label!r} of {target!r} has {len(rows)} row(s); each class needs at least 3 "
+                "to appear in train, val and test"
+            )
+        for code in range(3):
+            counts = np.bincount(split[rows], minlength=3)
+            if counts[code]:
+                continue
+            donors = rows[split[rows] == np.argmax(counts)]
+            chosen = donors[np.argmin(np.abs(position[donors] - centres[code]))]
+            split[chosen] = code
+    return split

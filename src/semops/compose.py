@@ -1,0 +1,29 @@
+"""Compose conf/ into params.yaml exactly as `dvc exp run` does (DVC's own Hydra routine),
+validating the result before it replaces params.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from semops.errors import SemopsError
+from semops.io import atomic_path
+from semops.params import PARAMS_FILE, read_params, validate_all
+
+CONF_DIR = Path("conf")
+CONFIG_NAME = "config"
+
+
+def compose_params(overrides: Sequence[str] = (), output: Path = PARAMS_FILE, conf_dir: Path = CONF_DIR) -> None:
+    from dvc.utils.hydra import compose_and_dump
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not (conf_dir / f"{CONFIG_NAME}.yaml").exists():
+        raise SemopsError(f"{conf_dir / CONFIG_NAME}.yaml: not found")
+    with atomic_path(output) as tmp:
+        try:
+            compose_and_dump(tmp, str(conf_dir.resolve()), None, CONFIG_NAME, str(conf_dir.resolve().parent), list(overrides))
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise SemopsError(f"{conf_dir}: cannot compose config: {exc}") from exc
+        validate_all(read_params(tmp))

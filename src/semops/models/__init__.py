@@ -1,0 +1,142 @@
+"""Models behind one interface: fit on (train, validation), predict class probabilities, save to
+and load from a directory of safetensors + JSON (nothing is unpickled on load).
+
+Each kind lives in its own module, imported only when used: torch to train `mlp`, scikit-learn
+to fit `logreg` and `gbdt`; loading and predicting needs numpy alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from semops.errors import SemopsError
+from semops.io import atomic_path, read_json, write_json
+from semops.params import ModelConfig, TrainConfig
+
+WEIGHTS = "model.safetensors"
+META = "model.json"
+# Training and prediction live apart where training needs a heavy import the predictor does not.
+_TRAINERS = {"mlp": "semops.models.mlp", "logreg": "semops.models.linear", "gbdt": "semops.models.gbdt"}
+_PREDICTORS = {"mlp": "semops.models.mlp_predict", "logreg": "semops.models.linear", "gbdt": "semops.models.gbdt"}
+
+
+class Classifier(Protocol):
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (rows, classes), rows summing to 1."""
+        ...
+
+
+class EarlyStopper:
+    """Tracks the best validation loss; says stop after `patience` epochs without improvement."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = float("inf")
+        self.best_epoch = 0
+        self.stale = 0
+
+    def improved(self, loss: float, epoch: int) -> bool:
+        if loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.stale = loss, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stale >= self.patience
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a model module's `fit` returns: the arrays to save, the per-epoch history, the epoch kept."""
+
+    tensors: dict[str, np.ndarray]
+    history: list[dict[str, float]]
+    best_epoch: int
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained model as arrays (what is saved) plus the per-epoch history it produced."""
+
+    kind: str
+    config: dict[str, Any]
+    tensors: dict[str, np.ndarray]
+    history: list[dict[str, float]]
+    best_epoch: int
+    n_features: int
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    n_classes: int
+
+
+def fit(model: ModelConfig, train: TrainConfig, data: TrainingData) -> Fitted:
+    module = importlib.import_module(_TRAINERS[model.name])
+    trained: Trained = module.fit(model, train, data)
+    return Fitted(model.name, asdict(model), trained.tensors, trained.history, trained.best_epoch,
+                  data.x_train.shape[1], data.n_classes)
+
+
+def save(fitted: Fitted, directory: Path, extra: dict[str, Any]) -> None:
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"kind": fitted.kind, "config": fitted.config, "n_features": fitted.n_features,
+            "n_classes": fitted.n_classes, **extra}
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in fitted.tensors.items()}, str(tmp))
+    write_json(directory / META, meta)
+
+
+def load(directory: Path) -> tuple[Classifier, dict[str, Any]]:
+    from safetensors.numpy import load_file
+
+    meta = read_json(directory / META)
+    kind = meta.get("kind")
+    if kind not in _PREDICTORS:
+        raise SemopsError(f"{directory / META}: unknown model kind {kind!r}")
+    try:
+        tensors = load_file(str(directory / WEIGHTS))
+    except (OSError, ValueError) as exc:
+        raise SemopsError(f"{directory / WEIGHTS}: cannot load weights ({exc})") from exc
+    module = importlib.import_module(_PREDICTORS[kind])
+    classifier: Classifier = module.from_tensors(meta, tensors)
+    return classifier, meta
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def binary_to_two_columns(p_positive: np.ndarray) -> np.ndarray:
+    return np.column_stack([1.0 - p_positive, p_positive])
+
+
+def history_row(epoch: int, train_loss: float, val_proba: np.ndarray, val_labels: np.ndarray) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": log_loss(val_proba, val_labels),
+        "val_accuracy": float((val_proba.argmax(axis=1) == val_labels).mean()),
+    }
+
+
+def log_loss(proba: np.ndarray, labels: np.ndarray) -> float:
+    picked = np.clip(proba[np.arange(len(labels)), labels], 1e-15, 1.0)
+    return float(-np.log(picked).mean())

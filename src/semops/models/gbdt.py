@@ -1,0 +1,128 @@
+"""Gradient-boosted trees: scikit-learn's HistGradientBoostingClassifier for fitting, its trees
+exported to flat arrays so that prediction needs numpy alone and loading unpickles nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from semops.models import EarlyStopper, Trained, TrainingData, binary_to_two_columns, history_row, log_loss, softmax
+from semops.params import GbdtConfig, TrainConfig
+
+
+class TreeEnsemble:
+    """Sum of regression trees per class on raw feature values, then a sigmoid or softmax."""
+
+    def __init__(self, tensors: dict[str, np.ndarray]) -> None:
+        self.feature = tensors["feature"]
+        self.threshold = tensors["threshold"]
+        self.missing_left = tensors["missing_left"].astype(bool)
+        self.left = tensors["left"]
+        self.right = tensors["right"]
+        self.is_leaf = tensors["is_leaf"].astype(bool)
+        self.value = tensors["value"]
+        self.roots = tensors["roots"]
+        self.tree_class = tensors["tree_class"]
+        self.baseline = tensors["baseline"]
+
+    def staged_scores(self, features: np.ndarray) -> Iterator[np.ndarray]:
+        """Raw scores after each tree, accumulated in place (one pass over the ensemble)."""
+        x = features.astype(np.float64)
+        scores = np.tile(self.baseline, (len(x), 1))
+        rows = np.arange(len(x))
+        for root, cls in zip(self.roots, self.tree_class, strict=True):
+            node = np.full(len(x), root, dtype=np.int64)
+            active = ~self.is_leaf[node]
+            while active.any():
+                current = node[active]
+                value = x[rows[active], self.feature[current]]
+                go_left = np.where(np.isnan(value), self.missing_left[current], value <= self.threshold[current])
+                node[active] = np.where(go_left, self.left[current], self.right[current])
+                active = ~self.is_leaf[node]
+            scores[:, cls] += self.value[node]
+            yield scores
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        scores = np.tile(self.baseline, (len(features), 1))
+        for scores in self.staged_scores(features):
+            pass
+        return to_proba(scores)
+
+
+def to_proba(scores: np.ndarray) -> np.ndarray:
+    if scores.shape[1] == 1:
+        return binary_to_two_columns(1.0 / (1.0 + np.exp(-scores[:, 0])))
+    return softmax(scores)
+
+
+def export_trees(model: Any) -> dict[str, np.ndarray]:
+    """Flatten a fitted HistGradientBoostingClassifier's trees into arrays of global node ids."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "missing_left", "left", "right", "is_leaf", "value")}
+    roots, tree_class = [], []
+    offset = 0
+    for iteration in model._predictors:
+        for cls, predictor in enumerate(iteration):
+            nodes = predictor.nodes
+            roots.append(offset)
+            tree_class.append(cls)
+            parts["feature"].append(nodes["feature_idx"].astype(np.int64))
+            parts["threshold"].append(nodes["num_threshold"].astype(np.float64))
+            parts["missing_left"].append(nodes["missing_go_to_left"].astype(np.uint8))
+            parts["left"].append(nodes["left"].astype(np.int64) + offset)
+            parts["right"].append(nodes["right"].astype(np.int64) + offset)
+            parts["is_leaf"].append(nodes["is_leaf"].astype(np.uint8))
+            parts["value"].append(nodes["value"].astype(np.float64))
+            offset += len(nodes)
+    tensors = {k: np.concatenate(v) for k, v in parts.items()}
+    tensors["roots"] = np.asarray(roots, dtype=np.int64)
+    tensors["tree_class"] = np.asarray(tree_class, dtype=np.int64)
+    tensors["baseline"] = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(-1)
+    return tensors
+
+
+def fit(model: GbdtConfig, train: TrainConfig, data: TrainingData) -> Trained:
+    """Boost up to `max_iter` rounds, then keep the rounds up to the best validation loss,
+    stopping after `train.early_stopping.patience` rounds without improvement."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    estimator = HistGradientBoostingClassifier(
+        max_iter=model.max_iter,
+        learning_rate=model.learning_rate,
+        max_leaf_nodes=model.max_leaf_nodes,
+        min_samples_leaf=model.min_samples_leaf,
+        l2_regularization=model.l2_regularization,
+        early_stopping=False,
+        random_state=train.seed,
+    )
+    estimator.fit(data.x_train, data.y_train)
+    tensors = export_trees(estimator)
+    ensemble = TreeEnsemble(tensors)
+    per_round = len(estimator._predictors[0])
+    stopper = EarlyStopper(train.early_stopping.patience, train.early_stopping.min_delta)
+    stages = zip(ensemble.staged_scores(data.x_train), ensemble.staged_scores(data.x_val), strict=True)
+    history = []
+    for tree, (train_scores, val_scores) in enumerate(stages, start=1):
+        if tree % per_round:
+            continue
+        train_loss = log_loss(to_proba(train_scores), data.y_train)
+        history.append(history_row(tree // per_round, train_loss, to_proba(val_scores), data.y_val))
+        stopper.improved(history[-1]["val_loss"], tree // per_round)
+        if stopper.should_stop:
+            break
+    return Trained(keep_rounds(tensors, stopper.best_epoch * per_round), history, stopper.best_epoch)
+
+
+def keep_rounds(tensors: dict[str, np.ndarray], n_trees: int) -> dict[str, np.ndarray]:
+    """The first `n_trees` trees (their nodes are stored contiguously, in order)."""
+    n_nodes = int(tensors["roots"][n_trees]) if n_trees < len(tensors["roots"]) else len(tensors["feature"])
+    kept = {k: v[:n_nodes] for k, v in tensors.items() if k not in {"roots", "tree_class", "baseline"}}
+    kept["roots"] = tensors["roots"][:n_trees]
+    kept["tree_class"] = tensors["tree_class"][:n_trees]
+    kept["baseline"] = tensors["baseline"]
+    return kept
+
+
+def from_tensors(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> TreeEnsemble:
+    return TreeEnsemble(tensors)

@@ -1,0 +1,67 @@
+"""Every path the pipeline reads or writes, in one place; dvc.yaml declares the same paths
+(tests/test_layout.py checks that the two agree).
+
+Paths are relative to the working directory: DVC runs each stage from the repository root,
+which for a queued experiment is a temporary copy of the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA = Path("data")
+RAW = DATA / "raw"
+INTERIM = DATA / "interim"
+PROCESSED = DATA / "processed"
+MODELS = DATA / "models"
+REPORTS = DATA / "reports"
+PLOTS = REPORTS / "plots"
+
+SPLITS = ("train", "val", "test")
+
+
+def raw_dir(dataset: str) -> Path:
+    """Raw data of one data set: written once by download, never modified afterwards."""
+    return RAW / dataset
+
+
+def raw_table(dataset: str) -> Path:
+    return raw_dir(dataset) / "table.parquet"
+
+
+def raw_manifest(dataset: str) -> Path:
+    return raw_dir(dataset) / "manifest.json"
+
+
+def interim_split(split: str) -> Path:
+    return INTERIM / f"{split}.parquet"
+
+
+def processed_split(split: str) -> Path:
+    return PROCESSED / f"{split}.parquet"
+
+
+FEATURIZER = PROCESSED / "featurizer.json"
+MODEL_DIR = MODELS / "model"
+CLEAN_METRICS = REPORTS / "clean.json"
+TRAIN_METRICS = REPORTS / "train.json"
+TRAIN_HISTORY = REPORTS / "train_history.csv"
+EVAL_METRICS = REPORTS / "metrics.json"
+ROC_PLOT = PLOTS / "roc.csv"
+PR_PLOT = PLOTS / "pr.csv"
+CALIBRATION_PLOT = PLOTS / "calibration.csv"
+CONFUSION_PLOT = PLOTS / "confusion.csv"
+
+
+def project_root() -> Path:
+    """The main repository: DVC sets DVC_ROOT to it in every stage, also in a queued copy."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def mlruns_dir() -> Path:
+    return project_root() / "mlruns"
+
+
+def hf_cache_dir() -> Path:
+    return project_root() / "data" / ".cache" / "huggingface"

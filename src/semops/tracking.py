@@ -1,0 +1,216 @@
+"""Mirror pipeline results to MLflow, faithfully and at most once.
+
+A result (params, DVC metrics, per-epoch history, plots, model, tags) is first written as a
+bundle under mlruns/pending/<result id>/ in the main repository, then logged; the bundle is
+removed once MLflow has it. When MLflow cannot be reached the bundle stays, the DVC results
+stand, and `semops mirror` logs every pending bundle later. The result id is a hash of the
+result's content, so logging it twice (a re-run, a retried mirror) never adds a second run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from semops import paths
+from semops.io import dump_json, read_json, sha256_file
+from semops.params import read_params
+
+RESULT_TAG = "semops.result_id"
+METRIC_FILES = (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.CLEAN_METRICS)
+PLOT_FILES = (paths.ROC_PLOT, paths.PR_PLOT, paths.CALIBRATION_PLOT, paths.CONFUSION_PLOT, paths.TRAIN_HISTORY)
+BUNDLE = "bundle.json"
+
+
+def pending_dir() -> Path:
+    return paths.mlruns_dir() / "pending"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings to dotted keys, the way DVC names params and metrics."""
+    if isinstance(obj, dict):
+        flat: dict[str, Any] = {}
+        for key, value in obj.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: obj}
+
+
+def metric_key_prefix(path: Path) -> str:
+    """Metrics of data/reports/metrics.json keep their own names; other files are prefixed."""
+    return "" if path == paths.EVAL_METRICS else f"{path.stem}."
+
+
+def collect_metrics() -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for path in METRIC_FILES:
+        for key, value in flatten(read_json(path), metric_key_prefix(path)).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics[key] = value
+    return metrics
+
+
+def read_history(path: Path = paths.TRAIN_HISTORY) -> list[dict[str, float]]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def git_commit() -> str:
+    if rev := os.environ.get("DVC_EXP_BASELINE_REV"):
+        return rev
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def build_bundle(experiment: str) -> dict[str, Any]:
+    params = {k: _param_value(v) for k, v in flatten(read_params()).items()}
+    metrics = collect_metrics()
+    history = read_history()
+    data_name = read_params()["data"]["name"]
+    data_hash = read_json(paths.raw_manifest(data_name))["sha256"]
+    model_hash = sha256_file(paths.MODEL_DIR / "model.safetensors")
+    content = dump_json({"params": params, "metrics": metrics, "history": history, "data": data_hash, "model": model_hash})
+    result_id = hashlib.sha256(content.encode()).hexdigest()[:16]
+    exp_name = os.environ.get("DVC_EXP_NAME", "")
+    tags = {
+        RESULT_TAG: result_id,
+        "git_commit": git_commit(),
+        "dvc_experiment": exp_name or "workspace",
+        "data_sha256": data_hash,
+        "model_sha256": model_hash,
+        "model": str(params.get("model.name", "")),
+        "dataset": data_name,
+    }
+    return {
+        "experiment": experiment,
+        "run_name": exp_name or f"workspace-{result_id[:8]}",
+        "params": params,
+        "metrics": metrics,
+        "history": history,
+        "tags": tags,
+    }
+
+
+def _param_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def spool(bundle: dict[str, Any]) -> Path:
+    """Write the bundle and copies of its files under pending/ (atomically, by rename)."""
+    target = pending_dir() / bundle["tags"][RESULT_TAG]
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".spool-", dir=target.parent))
+    try:
+        (staging / BUNDLE).write_text(dump_json(bundle))
+        for path in PLOT_FILES:
+            shutil.copy2(path, staging / path.name)
+        shutil.copytree(paths.MODEL_DIR, staging / "model")
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _configure_client_env() -> None:
+    # Fail within seconds, not minutes of retries, when a tracking server is down.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
+    """Log one spooled bundle; return (run id, whether it was new). Removes the bundle after."""
+    _configure_client_env()
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    bundle = read_json(directory / BUNDLE)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(bundle["experiment"])
+    if experiment is None:
+        location = None
+        if uri.startswith("sqlite:"):
+            location = (paths.mlruns_dir() / "artifacts").as_uri()
+        experiment_id = client.create_experiment(bundle["experiment"], artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    result_id = bundle["tags"][RESULT_TAG]
+    existing = client.search_runs([experiment_id], filter_string=f"tags.`{RESULT_TAG}` = '{result_id}'", max_results=1)
+    if existing:
+        shutil.rmtree(directory)
+        return existing[0].info.run_id, False
+
+    run = client.create_run(experiment_id, run_name=bundle["run_name"])
+    run_id = run.info.run_id
+    timestamp = run.info.start_time
+    metrics = [Metric(k, v, timestamp, 0) for k, v in bundle["metrics"].items()]
+    for row in bundle["history"]:
+        step = int(row["epoch"])
+        metrics += [Metric(k, v, timestamp, step) for k, v in row.items() if k != "epoch"]
+    params = [Param(k, v) for k, v in bundle["params"].items()]
+    for start in range(0, max(len(metrics), len(params)), 100):
+        client.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100])
+    for name in os.listdir(directory):
+        if name.endswith(".csv"):
+            client.log_artifact(run_id, str(directory / name), "plots/data")
+    with tempfile.TemporaryDirectory() as images:
+        from semops.plots import render_all
+
+        for image in render_all(directory, Path(images)):
+            client.log_artifact(run_id, str(image), "plots")
+    client.log_artifacts(run_id, str(directory / "model"), "model")
+    # The result tag goes last: a run interrupted before this point is not taken as complete.
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in bundle["tags"].items()])
+    client.set_terminated(run_id)
+    shutil.rmtree(directory)
+    return run_id, True
+
+
+def mirror_pending(uri: str | None = None) -> list[tuple[str, str, bool]]:
+    """Log every pending bundle; returns (result id, run id, new) for each. Raises on failure."""
+    uri = uri or tracking_uri()
+    done = []
+    root = pending_dir()
+    for directory in sorted(root.iterdir()) if root.exists() else []:
+        if directory.name.startswith(".") or not (directory / BUNDLE).exists():
+            continue
+        run_id, new = log_bundle(directory, uri)
+        done.append((directory.name, run_id, new))
+    return done
+
+
+def track_workspace(experiment: str) -> str:
+    """Spool the current result and try to log it; never fails the pipeline over MLflow."""
+    bundle = build_bundle(experiment)
+    directory = spool(bundle)
+    uri = tracking_uri()
+    try:
+        run_id, new = log_bundle(directory, uri)
+    except Exception as exc:  # any client, network or server failure: keep the bundle
+        return (
+            f"track: MLflow at {_redact(uri)} could not be reached ({type(exc).__name__}: {exc}).\n"
+            f"track: the DVC results stand; the result is kept in {directory}.\n"
+            "track: run `make mirror` (or `semops mirror`) to mirror it once MLflow is back."
+        )
+    state = "logged as new run" if new else "already logged as run"
+    return f"track: result {bundle['tags'][RESULT_TAG]} {state} {run_id} ({_redact(uri)})"
+
+
+def _redact(uri: str) -> str:
+    """Hide credentials embedded in a tracking URI (user:password@host)."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
