@@ -1,12 +1,16 @@
 """track: mirror this result (params, metrics, history, plots, model) to MLflow, once."""
 
+from semops import paths
+from semops.io import write_json
 from semops.params import load_section
 from semops.stage import run_stage
 from semops.tracking import track_workspace
 
 
 def main() -> None:
-    print(track_workspace(load_section("tracking").experiment))
+    result_id, message = track_workspace(load_section("tracking").experiment)
+    write_json(paths.TRACKED, {"result_id": result_id})
+    print(message)
 
 
 if __name__ == "__main__":

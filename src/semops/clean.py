@@ -13,7 +13,7 @@ from semops.params import DataConfig, SplitConfig
 
 TARGET_DTYPE = "string"
 SPLIT_NAMES = ("train", "val", "test")
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_GOLDEN = 0x9E3779B97F4A7C15
 
 
 def check_columns(table: pd.DataFrame, cfg: DataConfig) -> None:
@@ -125,7 +125,9 @@ def normalised_label(label: str) -> str:
 def row_hash(table: pd.DataFrame, seed: int) -> np.ndarray:
     """A 64-bit hash of each row's values, the same on every run and machine."""
     hashed = pd.util.hash_pandas_object(table, index=False).to_numpy()
-    return pd.util.hash_array(hashed ^ (np.uint64(seed) * _GOLDEN))
+    # Multiply as Python ints, reduced mod 2**64: the same value numpy's wrapping uint64 product
+    # gave, without its overflow RuntimeWarning (any seed >= 2) or OverflowError (seed < 0).
+    return pd.util.hash_array(hashed ^ np.uint64(seed * _GOLDEN % 2**64))
 
 
 def assign_splits(table: pd.DataFrame, target: str, cfg: SplitConfig) -> np.ndarray:

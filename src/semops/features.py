@@ -80,7 +80,9 @@ def transform(table: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
         unknown = sorted(set(table[target["column"]].astype(str)) - set(target["classes"]))
         raise SemopsError(f"target classes {unknown} are not in the training split's classes {target['classes']}")
     columns[LABEL] = labels.astype(np.int64)
-    return pa.table(columns)
+    # Column order from the `features` list: the numeric/categorical mappings come back from
+    # featurizer.json with sorted keys, which would otherwise reorder the feature columns.
+    return pa.table({name: columns[name] for name in [*spec["features"], LABEL]})
 
 
 def _codes(column: pd.Series, categories: list[str]) -> np.ndarray:

@@ -184,7 +184,7 @@ class EarlyStopping:
 
     def __post_init__(self) -> None:
         _positive("train.early_stopping.patience", self.patience)
-        if self.min_delta < 0:
+        if not self.min_delta >= 0:  # `not >=` also rejects NaN
             raise ConfigError(f"train.early_stopping.min_delta must be >= 0, got {self.min_delta!r}")
 
 
@@ -208,7 +208,7 @@ class TrainConfig:
         _positive("train.epochs", self.epochs)
         _positive("train.batch_size", self.batch_size)
         _positive("train.threads", self.threads)
-        if self.weight_decay < 0:
+        if not self.weight_decay >= 0:  # `not >=` also rejects NaN
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
@@ -240,7 +240,7 @@ SECTIONS: dict[str, type] = {
 
 
 def _positive(key: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # `not >` also rejects NaN
         raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 
@@ -284,7 +284,7 @@ def _build_model(raw: Any) -> ModelConfig:
     if not isinstance(raw, dict) or "name" not in raw:
         raise ConfigError("model must be a mapping with a 'name' key")
     name = raw["name"]
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:  # an unhashable name would raise TypeError
         raise ConfigError(f"model.name: unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     model: ModelConfig = build(MODELS[name], raw, "model")
     return model
@@ -363,7 +363,7 @@ def _convert_tagged(options: list[Any], value: Any, where: str) -> Any:
     if not isinstance(value, dict) or "kind" not in value:
         raise ConfigError(f"{where} must be a mapping with a 'kind' key ({', '.join(sorted(by_tag))})")
     kind = value["kind"]
-    if kind not in by_tag:
+    if not isinstance(kind, str) or kind not in by_tag:  # an unhashable kind would raise TypeError
         raise ConfigError(f"{where}.kind: unknown kind {kind!r}; choose one of {', '.join(sorted(by_tag))}")
     return build(by_tag[kind], value, where)
 

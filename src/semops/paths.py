@@ -52,6 +52,8 @@ ROC_PLOT = PLOTS / "roc.csv"
 PR_PLOT = PLOTS / "pr.csv"
 CALIBRATION_PLOT = PLOTS / "calibration.csv"
 CONFUSION_PLOT = PLOTS / "confusion.csv"
+# The result id the track stage mirrored: its absence (a fresh clone) makes the stage run.
+TRACKED = REPORTS / "mlflow.json"
 
 
 def project_root() -> Path:

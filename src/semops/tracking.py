@@ -191,21 +191,25 @@ def mirror_pending(uri: str | None = None) -> list[tuple[str, str, bool]]:
     return done
 
 
-def track_workspace(experiment: str) -> str:
-    """Spool the current result and try to log it; never fails the pipeline over MLflow."""
+def track_workspace(experiment: str) -> tuple[str, str]:
+    """Spool the current result and try to log it; never fails the pipeline over MLflow.
+
+    Returns the result id and a message for the user.
+    """
     bundle = build_bundle(experiment)
+    result_id = bundle["tags"][RESULT_TAG]
     directory = spool(bundle)
     uri = tracking_uri()
     try:
         run_id, new = log_bundle(directory, uri)
     except Exception as exc:  # any client, network or server failure: keep the bundle
-        return (
+        return result_id, (
             f"track: MLflow at {_redact(uri)} could not be reached ({type(exc).__name__}: {exc}).\n"
             f"track: the DVC results stand; the result is kept in {directory}.\n"
             "track: run `make mirror` (or `semops mirror`) to mirror it once MLflow is back."
         )
     state = "logged as new run" if new else "already logged as run"
-    return f"track: result {bundle['tags'][RESULT_TAG]} {state} {run_id} ({_redact(uri)})"
+    return result_id, f"track: result {result_id} {state} {run_id} ({_redact(uri)})"
 
 
 def _redact(uri: str) -> str:
