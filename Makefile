@@ -59,8 +59,8 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over mlruns/ (every run, plots, mode
 mirror: $(STAMP) ## Mirror results that could not reach MLflow when they were produced
 	@$(BIN)/semops mirror
 
-test: $(STAMP) ## Run the test suite
-	$(BIN)/pytest
+test: $(STAMP) ## Run the test suite (fails if no test ran)
+	@$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

