@@ -18,7 +18,9 @@ def main() -> None:
         write_parquet(paths.interim_split(name), part)
         report["split"][name] = len(part)
     write_json(paths.CLEAN_METRICS, report)
-    print(f"clean: {report['rows']['raw']} -> {report['rows']['clean']} rows; split {report['split']}")
+    print(
+        f"clean: {report['rows']['raw']} -> {report['rows']['clean']} rows; split {report['split']}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,14 +15,17 @@ def main() -> None:
     table_path = paths.raw_table(data.name)
     write_parquet(table_path, table)
     table_path.chmod(0o444)  # raw data is never modified after download
-    write_json(paths.raw_manifest(data.name), {
-        "dataset": data.name,
-        "source": asdict(data.source),
-        "rows": len(table),
-        "columns": [str(c) for c in table.columns],
-        "sha256": sha256_file(table_path),
-        **provenance,
-    })
+    write_json(
+        paths.raw_manifest(data.name),
+        {
+            "dataset": data.name,
+            "source": asdict(data.source),
+            "rows": len(table),
+            "columns": [str(c) for c in table.columns],
+            "sha256": sha256_file(table_path),
+            **provenance,
+        },
+    )
     print(f"download: {data.name}: {len(table)} rows, {table.shape[1]} columns -> {table_path}")
 
 

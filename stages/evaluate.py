@@ -1,4 +1,4 @@
-"""evaluate: test-split metrics, curves and confusion matrix, beside a logistic-regression baseline."""
+"""evaluate: test metrics, curves and confusion matrix, beside a logistic-regression baseline."""
 
 from semops import evaluation as ev
 from semops import models, paths
@@ -16,22 +16,30 @@ def main() -> None:
     x_test, y_test, _ = load_features(paths.processed_split("test"))
     proba = classifier.predict_proba(x_test)
     scores = ev.classification_metrics(proba, y_test, cfg.threshold)
-    baseline = ev.classification_metrics(fit_logreg(x_train, y_train).predict_proba(x_test), y_test, cfg.threshold)
-    write_json(paths.EVAL_METRICS, {
-        "test_rows": len(y_test),
-        "test": scores,
-        "baseline_logreg": baseline,
-        "lift_over_baseline": ev.lift(scores, baseline),
-    })
+    baseline = ev.classification_metrics(
+        fit_logreg(x_train, y_train).predict_proba(x_test), y_test, cfg.threshold
+    )
+    write_json(
+        paths.EVAL_METRICS,
+        {
+            "test_rows": len(y_test),
+            "test": scores,
+            "baseline_logreg": baseline,
+            "lift_over_baseline": ev.lift(scores, baseline),
+        },
+    )
     classes = meta["classes"]
     predicted = ev.predicted_labels(proba, cfg.threshold)
     write_csv(paths.ROC_PLOT, ev.roc_points(proba, y_test))
     write_csv(paths.PR_PLOT, ev.pr_points(proba, y_test))
     write_csv(paths.CALIBRATION_PLOT, ev.calibration_points(proba, y_test, cfg.calibration_bins))
-    write_csv(paths.CONFUSION_PLOT, {
-        "actual": [classes[i] for i in y_test],
-        "predicted": [classes[i] for i in predicted],
-    })
+    write_csv(
+        paths.CONFUSION_PLOT,
+        {
+            "actual": [classes[i] for i in y_test],
+            "predicted": [classes[i] for i in predicted],
+        },
+    )
     print("evaluate: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
 

@@ -16,15 +16,23 @@ def main() -> None:
     data = models.TrainingData(x_train, y_train, x_val, y_val, n_classes=len(classes))
     fitted = models.fit(model_cfg, train_cfg, data)
     models.save(fitted, paths.MODEL_DIR, {"features": names, "classes": classes})
-    write_csv(paths.TRAIN_HISTORY, {k: [row[k] for row in fitted.history] for k in fitted.history[0]})
+    write_csv(
+        paths.TRAIN_HISTORY, {k: [row[k] for row in fitted.history] for k in fitted.history[0]}
+    )
     best = fitted.history[fitted.best_epoch - 1]
-    write_json(paths.TRAIN_METRICS, {
-        "epochs_run": len(fitted.history),
-        "best_epoch": fitted.best_epoch,
-        "best_val_loss": round(best["val_loss"], 6),
-        "best_val_accuracy": round(best["val_accuracy"], 6),
-    })
-    print(f"train: {model_cfg.name}, {len(fitted.history)} epochs, best {fitted.best_epoch}: val_loss {best['val_loss']:.4f}")
+    write_json(
+        paths.TRAIN_METRICS,
+        {
+            "epochs_run": len(fitted.history),
+            "best_epoch": fitted.best_epoch,
+            "best_val_loss": round(best["val_loss"], 6),
+            "best_val_accuracy": round(best["val_accuracy"], 6),
+        },
+    )
+    print(
+        f"train: {model_cfg.name}, {len(fitted.history)} epochs, "
+        f"best {fitted.best_epoch}: val_loss {best['val_loss']:.4f}"
+    )
 
 
 if __name__ == "__main__":

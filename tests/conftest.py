@@ -15,31 +15,61 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a clone of the project holds that the pipeline needs (the package is installed editable).
 PROJECT_FILES = [
-    ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "Makefile", "conf", "constraints.txt", "dvc.lock",
-    "dvc.yaml", "params.yaml", "pyproject.toml", "src", "stages",
-    "data/raw/.gitkeep", "data/interim/.gitkeep", "data/processed/.gitkeep", "mlruns/.gitkeep",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+    "Makefile",
+    "conf",
+    "constraints.txt",
+    "dvc.lock",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    "src",
+    "stages",
+    "data/raw/.gitkeep",
+    "data/interim/.gitkeep",
+    "data/processed/.gitkeep",
+    "mlruns/.gitkeep",
 ]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid")
+    env.update(
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.invalid",
+    )
     env.update(extra)
     return env
 
 
-def run(cmd: list[str] | str, cwd: Path, check: bool = True, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=cwd, env=clean_env(**env), capture_output=True, text=True,
-                            timeout=timeout, shell=isinstance(cmd, str), check=False)
+def run(
+    cmd: list[str] | str, cwd: Path, check: bool = True, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        shell=isinstance(cmd, str),
+        check=False,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
 def make_project(dest: Path, cache: Path) -> Path:
-    """A fresh git repo holding the project, its DVC cache in `cache` (shared, so run-cache hits)."""
+    """A fresh git repo holding the project; its DVC cache is `cache` (shared: run-cache hits)."""
     dest.mkdir(parents=True)
     for name in PROJECT_FILES:
         src = REPO / name

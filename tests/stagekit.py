@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from conftest import REPO, clean_env
 
+CITIES = ["Paris", " paris ", "Lyon", "Nice"]  # two spellings of one city: normalised by clean
 DEFAULT_PARAMS: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -27,8 +28,16 @@ def params_with(**sections: Any) -> dict[str, Any]:
 
 def file_data(path: Path, **extra: Any) -> dict[str, Any]:
     """A `data` section reading a local file with target `y` (positive `yes`)."""
-    return {"name": "toy", "source": {"kind": "file", "path": str(path)}, "target": "y",
-            "positive": "yes", "drop": [], "types": {}, "valid": {}, **extra}
+    return {
+        "name": "toy",
+        "source": {"kind": "file", "path": str(path)},
+        "target": "y",
+        "positive": "yes",
+        "drop": [],
+        "types": {},
+        "valid": {},
+        **extra,
+    }
 
 
 def write_params(workdir: Path, params: dict[str, Any]) -> None:
@@ -36,13 +45,20 @@ def write_params(workdir: Path, params: dict[str, Any]) -> None:
 
 
 def run_stage(workdir: Path, stage: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=workdir,
-                          env=clean_env(**env), capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{stage}.py")],
+        cwd=workdir,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def toy_csv(path: Path, rows: int = 90) -> Path:
     lines = ["id,age,city,y"]
     for i in range(rows):
-        lines.append(f"{i},{20 + i % 50},{['Paris', ' paris ', 'Lyon', 'Nice'][i % 4]},{'yes' if i % 3 == 0 else 'no'}")
+        lines.append(f"{i},{20 + i % 50},{CITIES[i % 4]},{'yes' if i % 3 == 0 else 'no'}")
     path.write_text("\n".join(lines) + "\n")
     return path

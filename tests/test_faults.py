@@ -28,21 +28,32 @@ def toy(tmp_path: Path) -> Path:
 
 def outputs(project: Path) -> dict[str, str]:
     """Digest of every output file (hidden temporary files excluded)."""
-    files = (p for p in sorted((project / "data").rglob("*")) if p.is_file() and not p.name.startswith("."))
+    files = (
+        p
+        for p in sorted((project / "data").rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    )
     return {str(p.relative_to(project)): digest(p) for p in files}
 
 
-@pytest.mark.parametrize(("change", "key", "column"), [
-    ({"target": "Y_typo"}, "data.target", "Y_typo"),
-    ({"drop": ["citty"]}, "data.drop", "citty"),
-    ({"types": {"agee": "numeric"}}, "data.types", "agee"),
-])
-def test_missing_column_names_the_key_and_lists_the_columns(toy: Path, change: dict[str, object], key: str, column: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "key", "column"),
+    [
+        ({"target": "Y_typo"}, "data.target", "Y_typo"),
+        ({"drop": ["citty"]}, "data.drop", "citty"),
+        ({"types": {"agee": "numeric"}}, "data.types", "agee"),
+    ],
+)
+def test_missing_column_names_the_key_and_lists_the_columns(
+    toy: Path, change: dict[str, object], key: str, column: str
+) -> None:
     before = outputs(toy)
     write_params(toy, params_with(data=file_data(toy / "toy.csv", **change)))
     result = run_stage(toy, "clean")
     assert result.returncode == 1
-    assert f"{key}: column '{column}' not found; available columns: id, age, city, y" in result.stderr
+    assert (
+        f"{key}: column '{column}' not found; available columns: id, age, city, y" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert outputs(toy) == before
 
@@ -86,14 +97,19 @@ def test_single_class_target(tmp_path: Path) -> None:
     assert "data.target 'y' has a single class (yes)" in result.stderr
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("train.lrr=0.1", "train.lrr"),
-    ("model=transformer", "model/transformer"),
-    ("train.lr=-0.5", "train.lr must be > 0, got -0.5"),
-    ("split.train=0.9", "must sum to 1"),
-    ("train.epochs=ten", "train.epochs must be an integer, got 'ten'"),
-])
-def test_bad_config_fails_compose_and_keeps_params(tmp_path: Path, override: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=0.1", "train.lrr"),
+        ("model=transformer", "model/transformer"),
+        ("train.lr=-0.5", "train.lr must be > 0, got -0.5"),
+        ("split.train=0.9", "must sum to 1"),
+        ("train.epochs=ten", "train.epochs must be an integer, got 'ten'"),
+    ],
+)
+def test_bad_config_fails_compose_and_keeps_params(
+    tmp_path: Path, override: str, message: str
+) -> None:
     for name in ("conf", ".dvc"):
         (tmp_path / name).symlink_to(REPO / name)
     params = tmp_path / "params.yaml"
@@ -131,7 +147,9 @@ def test_stage_killed_mid_write_leaves_no_half_written_output(toy: Path) -> None
     before = outputs(toy)
     params = params_with(data=file_data(toy / "toy.csv"), split={"seed": 7})
     write_params(toy, params)
-    killed = run([sys.executable, "-c", KILL_MID_WRITE, str(REPO / "stages/clean.py")], toy, check=False)
+    killed = run(
+        [sys.executable, "-c", KILL_MID_WRITE, str(REPO / "stages/clean.py")], toy, check=False
+    )
     assert killed.returncode == -9
     assert outputs(toy) == before  # the previous outputs are intact, nothing half-written
     assert [p.name for p in (toy / "data/interim").glob(".*.tmp*")]  # the write was under way

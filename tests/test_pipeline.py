@@ -23,7 +23,13 @@ def dvc_metrics(project: Path) -> dict[str, float]:
     for path, content in files.items():
         stem = Path(path).stem
         prefix = "" if stem == "metrics" else f"{stem}."
-        metrics.update({k: v for k, v in flatten(content["data"], prefix).items() if isinstance(v, int | float)})
+        metrics.update(
+            {
+                k: v
+                for k, v in flatten(content["data"], prefix).items()
+                if isinstance(v, int | float)
+            }
+        )
     return metrics
 
 
@@ -76,7 +82,9 @@ def test_repro_from_scratch_runs_every_stage_and_mirrors_to_mlflow(built_project
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
     assert {"plots/roc.png", "plots/confusion.png", "plots/history.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id, "model")} == {
-        "model/model.json", "model/model.safetensors"}
+        "model/model.json",
+        "model/model.safetensors",
+    }
 
 
 def test_second_repro_does_no_work_and_adds_no_run(project_copy: Path) -> None:
@@ -99,12 +107,16 @@ def test_exp_run_switches_model_and_params_match_our_composition(project_copy: P
     runs = {r.data.tags["dvc_experiment"]: r for r in mlflow_runs(project_copy)}
     logged = runs[name]
     assert logged.data.tags["model"] == "logreg"
-    assert {k: logged.data.metrics[k] for k in flatten(exp_metrics["test"], "test.")} == flatten(exp_metrics["test"], "test.")
+    assert {k: logged.data.metrics[k] for k in flatten(exp_metrics["test"], "test.")} == flatten(
+        exp_metrics["test"], "test."
+    )
 
 
 def test_queued_sweep_logs_each_experiment_into_the_main_store(project_copy: Path) -> None:
     before = {r.info.run_id for r in mlflow_runs(project_copy)}
-    run(["dvc", "exp", "run", "--queue", "-S", "model=logreg", "-S", "model.C=0.1,10"], project_copy)
+    run(
+        ["dvc", "exp", "run", "--queue", "-S", "model=logreg", "-S", "model.C=0.1,10"], project_copy
+    )
     run(["dvc", "exp", "run", "--run-all"], project_copy)
     new = [r for r in mlflow_runs(project_copy) if r.info.run_id not in before]
     assert sorted(float(r.data.params["model.C"]) for r in new) == [0.1, 10.0]
@@ -126,7 +138,9 @@ def test_unreachable_mlflow_keeps_results_and_mirror_logs_them_later(project_cop
         dead_port = sock.getsockname()[1]
     before = len(mlflow_runs(project_copy))
     run(["semops", "compose", "evaluate.threshold=0.4"], project_copy)
-    result = run(["dvc", "repro"], project_copy, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{dead_port}")
+    result = run(
+        ["dvc", "repro"], project_copy, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{dead_port}"
+    )
     assert "could not be reached" in result.stdout
     assert ran_stages(result.stdout) == ["evaluate", "track"]
     pending = list((project_copy / "mlruns/pending").iterdir())
