@@ -1,4 +1,4 @@
-"""Each shipped data set config runs download → clean → featurize as it is (no code per data set)."""
+"""Each shipped data set config runs download → clean → featurize with no code of its own."""
 
 from __future__ import annotations
 

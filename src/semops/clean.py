@@ -28,7 +28,9 @@ def check_columns(table: pd.DataFrame, cfg: DataConfig) -> None:
     for key, columns in wanted:
         for column in columns:
             if column not in table.columns:
-                raise SemopsError(f"{key}: column {column!r} not found; available columns: {available}")
+                raise SemopsError(
+                    f"{key}: column {column!r} not found; available columns: {available}"
+                )
 
 
 def normalise_categorical(values: pd.Series) -> pd.Series:
@@ -42,9 +44,12 @@ def normalise_categorical(values: pd.Series) -> pd.Series:
     text = text.mask(text == "")
     categories = sorted(text.dropna().unique())
     position = {c: i for i, c in enumerate(categories)}
-    remap = np.array([position.get(t, -1) if isinstance(t, str) else -1 for t in text], dtype=np.int64)
+    remap = np.array(
+        [position.get(t, -1) if isinstance(t, str) else -1 for t in text], dtype=np.int64
+    )
     new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else -1, -1)
-    return pd.Series(pd.Categorical.from_codes(new_codes, categories=categories), index=values.index, name=values.name)
+    normalised = pd.Categorical.from_codes(new_codes, categories=pd.Index(categories))
+    return pd.Series(normalised, index=values.index, name=values.name)
 
 
 def is_categorical(series: pd.Series) -> bool:
@@ -95,7 +100,10 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
     table[cfg.target] = table[cfg.target].cat.remove_unused_categories()
     report = {
         "rows": {"raw": rows_raw, "clean": len(table)},
-        "dropped": {"missing_target": int(missing_target.sum()), "duplicates": int(duplicated.sum())},
+        "dropped": {
+            "missing_target": int(missing_target.sum()),
+            "duplicates": int(duplicated.sum()),
+        },
         "set_missing": {"impossible": impossible, "unparseable": unparseable},
         "classes": {str(k): int(v) for k, v in classes.items()},
     }
@@ -105,12 +113,19 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
 def check_target(classes: pd.Series, cfg: DataConfig) -> None:
     names = ", ".join(map(str, classes.index))
     if len(classes) < 2:
-        raise SemopsError(f"data.target {cfg.target!r} has a single class ({names}); need at least two")
+        raise SemopsError(
+            f"data.target {cfg.target!r} has a single class ({names}); need at least two"
+        )
     if len(classes) == 2:
         if cfg.positive is None:
-            raise SemopsError(f"data.positive is required for the binary target {cfg.target!r}; classes: {names}")
+            raise SemopsError(
+                f"data.positive is required for the binary target {cfg.target!r}; classes: {names}"
+            )
         if normalised_label(cfg.positive) not in classes.index:
-            raise SemopsError(f"data.positive: {cfg.positive!r} is not a class of {cfg.target!r}; classes: {names}")
+            raise SemopsError(
+                f"data.positive: {cfg.positive!r} is not a class of {cfg.target!r}; "
+                f"classes: {names}"
+            )
     elif cfg.positive is not None:
         raise SemopsError(
             f"data.positive is set to {cfg.positive!r}, but the target {cfg.target!r} has "
@@ -142,8 +157,8 @@ def assign_splits(table: pd.DataFrame, target: str, cfg: SplitConfig) -> np.ndar
         rows = np.flatnonzero(labels == label)
         if len(rows) < 3:
             raise SemopsError(
-                f"class {label!r} of {target!r} has {len(rows)} row(s); each class needs at least 3 "
-                "to appear in train, val and test"
+                f"class {label!r} of {target!r} has {len(rows)} row(s); each class needs "
+                "at least 3 to appear in train, val and test"
             )
         for code in range(3):
             counts = np.bincount(split[rows], minlength=3)

@@ -13,7 +13,10 @@ def _compose(args: argparse.Namespace) -> None:
     from semops.compose import compose_params
 
     compose_params(args.overrides)
-    print("params.yaml composed from conf/" + (f" with {' '.join(args.overrides)}" if args.overrides else ""))
+    print(
+        "params.yaml composed from conf/"
+        + (f" with {' '.join(args.overrides)}" if args.overrides else "")
+    )
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -27,7 +30,7 @@ def _report(args: argparse.Namespace) -> None:
         print(f"  {key:<22}{test[key]:>9.4f}{base[key]:>12.4f}{test[key] - base[key]:>+12.4f}")
     print(
         "\nNext:\n"
-        "  make ui                     MLflow UI on http://127.0.0.1:5000 (every run, plots, model)\n"
+        "  make ui                     MLflow UI on http://127.0.0.1:5000 (runs, plots, models)\n"
         "  dvc exp show                all experiments side by side\n"
         "  dvc exp run -S model=gbdt   try another model; `make exp` runs a small sweep\n"
     )
@@ -46,10 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     compose = commands.add_parser("compose", help="compose conf/ into params.yaml (validated)")
-    compose.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=logreg train.lr=0.01")
+    compose.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=logreg train.lr=0.01"
+    )
     compose.set_defaults(func=_compose)
-    commands.add_parser("report", help="print the test metrics and where to look next").set_defaults(func=_report)
-    commands.add_parser("mirror", help="log results that could not reach MLflow").set_defaults(func=_mirror)
+    commands.add_parser(
+        "report", help="print the test metrics and where to look next"
+    ).set_defaults(func=_report)
+    commands.add_parser("mirror", help="log results that could not reach MLflow").set_defaults(
+        func=_mirror
+    )
     return parser
 
 

@@ -14,7 +14,9 @@ CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
 
 
-def compose_params(overrides: Sequence[str] = (), output: Path = PARAMS_FILE, conf_dir: Path = CONF_DIR) -> None:
+def compose_params(
+    overrides: Sequence[str] = (), output: Path = PARAMS_FILE, conf_dir: Path = CONF_DIR
+) -> None:
     from dvc.utils.hydra import compose_and_dump
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -23,7 +25,14 @@ def compose_params(overrides: Sequence[str] = (), output: Path = PARAMS_FILE, co
         raise SemopsError(f"{conf_dir / CONFIG_NAME}.yaml: not found")
     with atomic_path(output) as tmp:
         try:
-            compose_and_dump(tmp, str(conf_dir.resolve()), None, CONFIG_NAME, str(conf_dir.resolve().parent), list(overrides))
+            compose_and_dump(
+                tmp,
+                str(conf_dir.resolve()),
+                None,
+                CONFIG_NAME,
+                str(conf_dir.resolve().parent),
+                list(overrides),
+            )
         except (HydraException, OmegaConfBaseException) as exc:
             raise SemopsError(f"{conf_dir}: cannot compose config: {exc}") from exc
         validate_all(read_params(tmp))

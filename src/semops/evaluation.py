@@ -10,7 +10,9 @@ from sklearn import metrics as skm
 DECIMALS = 6
 
 
-def classification_metrics(proba: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+def classification_metrics(
+    proba: np.ndarray, labels: np.ndarray, threshold: float
+) -> dict[str, float]:
     """Binary: scores of the positive class (the last column). Multiclass: macro one-vs-rest."""
     n_classes = proba.shape[1]
     if n_classes == 2:
@@ -26,7 +28,9 @@ def classification_metrics(proba: np.ndarray, labels: np.ndarray, threshold: flo
         predicted = proba.argmax(axis=1)
         onehot = np.eye(n_classes)[labels]
         result = {
-            "roc_auc": skm.roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=range(n_classes)),
+            "roc_auc": skm.roc_auc_score(
+                labels, proba, multi_class="ovr", average="macro", labels=range(n_classes)
+            ),
             "pr_auc": skm.average_precision_score(onehot, proba, average="macro"),
             "f1": skm.f1_score(labels, predicted, average="macro"),
             "brier": float(((proba - onehot) ** 2).sum(axis=1).mean()),
@@ -47,7 +51,7 @@ def lift(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float
 
 
 def curve_scores(proba: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(is_positive, score) pairs: the positive class for binary, micro-averaged one-vs-rest otherwise."""
+    """(is_positive, score) pairs: the positive class if binary, else micro one-vs-rest."""
     if proba.shape[1] == 2:
         return labels == 1, proba[:, 1]
     return (np.eye(proba.shape[1])[labels] == 1).ravel(), proba.ravel()

@@ -22,14 +22,16 @@ if TYPE_CHECKING:
 LABEL = "label"
 
 
-def fit_featurizer(train: pd.DataFrame, target: str, positive: str | None, cfg: FeaturizeConfig) -> dict[str, Any]:
-    """Fit imputation, scaling and encoding on the training split; return them as a JSON-able spec."""
+def fit_featurizer(
+    train: pd.DataFrame, target: str, positive: str | None, cfg: FeaturizeConfig
+) -> dict[str, Any]:
+    """Fit imputation, scaling and encoding on the training split, as a JSON-able spec."""
     observed = [str(c) for c in train[target].dropna().unique()]
     if positive is None:
         classes = sorted(observed)
     else:
         positive_label = normalised_label(positive)
-        classes = sorted(c for c in observed if c != positive_label) + [positive_label]
+        classes = [*sorted(c for c in observed if c != positive_label), positive_label]
     numeric: dict[str, dict[str, float]] = {}
     categorical: dict[str, list[str]] = {}
     for name in train.columns:
@@ -38,7 +40,9 @@ def fit_featurizer(train: pd.DataFrame, target: str, positive: str | None, cfg: 
         column = train[name]
         if is_categorical(column):
             counts = column.value_counts()
-            categorical[name] = sorted(str(c) for c, n in counts.items() if n >= cfg.min_category_count)
+            categorical[name] = sorted(
+                str(c) for c, n in counts.items() if n >= cfg.min_category_count
+            )
         else:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
             present = values[~np.isnan(values)]
@@ -78,7 +82,9 @@ def transform(table: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
     labels = _codes(table[target["column"]], target["classes"])
     if (labels < 0).any():
         unknown = sorted(set(table[target["column"]].astype(str)) - set(target["classes"]))
-        raise SemopsError(f"target classes {unknown} are not in the training split's classes {target['classes']}")
+        raise SemopsError(
+            f"target classes {unknown} are not in the training split's classes {target['classes']}"
+        )
     columns[LABEL] = labels.astype(np.int64)
     # Column order from the `features` list: the numeric/categorical mappings come back from
     # featurizer.json with sorted keys, which would otherwise reorder the feature columns.

@@ -57,7 +57,9 @@ class UrlSource:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"data.source.url must start with http:// or https://, got {self.url!r}")
+            raise ConfigError(
+                f"data.source.url must start with http:// or https://, got {self.url!r}"
+            )
         digest = self.sha256.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ConfigError(f"data.source.sha256 must be 64 hex digits, got {self.sha256!r}")
@@ -76,6 +78,10 @@ Source = RdatasetsSource | HfSource | UrlSource | FileSource
 class ValidRange:
     min: float | None = None
     max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ConfigError(f"data.valid: min {self.min!r} is greater than max {self.max!r}")
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class SplitConfig:
 class FeaturizeConfig:
     numeric_impute: Literal["median", "mean"] = "median"
     scale: bool = True
-    # Categories seen fewer times than this in the training split are folded into "other".
+    # Categories seen fewer times than this in training encode as all zeros, like unseen ones.
     min_category_count: int = 1
 
     def __post_init__(self) -> None:
@@ -168,6 +174,10 @@ class GbdtConfig:
         _positive("model.learning_rate", self.learning_rate)
         _positive("model.max_leaf_nodes", self.max_leaf_nodes)
         _positive("model.min_samples_leaf", self.min_samples_leaf)
+        if not self.l2_regularization >= 0:
+            raise ConfigError(
+                f"model.l2_regularization must be >= 0, got {self.l2_regularization!r}"
+            )
 
 
 ModelConfig = MlpConfig | LogregConfig | GbdtConfig
@@ -185,7 +195,9 @@ class EarlyStopping:
     def __post_init__(self) -> None:
         _positive("train.early_stopping.patience", self.patience)
         if not self.min_delta >= 0:  # `not >=` also rejects NaN
-            raise ConfigError(f"train.early_stopping.min_delta must be >= 0, got {self.min_delta!r}")
+            raise ConfigError(
+                f"train.early_stopping.min_delta must be >= 0, got {self.min_delta!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -251,7 +263,9 @@ def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: not found; run `make params` (or `semops compose`) to compose it from conf/") from exc
+        raise ConfigError(
+            f"{path}: not found; run `make params` (or `semops compose`) to compose it from conf/"
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
@@ -268,7 +282,9 @@ def parse_section(name: str, params: dict[str, Any]) -> Any:
     if name not in SECTIONS:
         raise ConfigError(f"unknown params section {name!r}")
     if name not in params:
-        raise ConfigError(f"params.yaml has no section {name!r} (keys: {', '.join(sorted(params))})")
+        raise ConfigError(
+            f"params.yaml has no section {name!r} (keys: {', '.join(sorted(params))})"
+        )
     if name == "model":
         return _build_model(params["model"])
     return build(SECTIONS[name], params[name], name)
@@ -285,7 +301,9 @@ def _build_model(raw: Any) -> ModelConfig:
         raise ConfigError("model must be a mapping with a 'name' key")
     name = raw["name"]
     if not isinstance(name, str) or name not in MODELS:  # an unhashable name would raise TypeError
-        raise ConfigError(f"model.name: unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+        raise ConfigError(
+            f"model.name: unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}"
+        )
     model: ModelConfig = build(MODELS[name], raw, "model")
     return model
 
@@ -325,7 +343,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{where} must be one of {', '.join(map(repr, allowed))}, got {_show(value)}")
+            raise ConfigError(
+                f"{where} must be one of {', '.join(map(repr, allowed))}, got {_show(value)}"
+            )
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -361,10 +381,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 def _convert_tagged(options: list[Any], value: Any, where: str) -> Any:
     by_tag = {get_args(typing.get_type_hints(o)["kind"])[0]: o for o in options}
     if not isinstance(value, dict) or "kind" not in value:
-        raise ConfigError(f"{where} must be a mapping with a 'kind' key ({', '.join(sorted(by_tag))})")
+        raise ConfigError(
+            f"{where} must be a mapping with a 'kind' key ({', '.join(sorted(by_tag))})"
+        )
     kind = value["kind"]
     if not isinstance(kind, str) or kind not in by_tag:  # an unhashable kind would raise TypeError
-        raise ConfigError(f"{where}.kind: unknown kind {kind!r}; choose one of {', '.join(sorted(by_tag))}")
+        raise ConfigError(
+            f"{where}.kind: unknown kind {kind!r}; choose one of {', '.join(sorted(by_tag))}"
+        )
     return build(by_tag[kind], value, where)
 
 

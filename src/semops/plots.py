@@ -37,13 +37,21 @@ def render_all(data_dir: Path, out_dir: Path) -> list[Path]:
     line_plots = [
         (paths.ROC_PLOT.name, "roc", "fpr", "tpr", "ROC curve (test)"),
         (paths.PR_PLOT.name, "pr", "recall", "precision", "Precision-recall curve (test)"),
-        (paths.CALIBRATION_PLOT.name, "calibration", "mean_predicted", "fraction_positive", "Calibration (test)"),
+        (
+            paths.CALIBRATION_PLOT.name,
+            "calibration",
+            "mean_predicted",
+            "fraction_positive",
+            "Calibration (test)",
+        ),
     ]
     for filename, name, x, y, title in line_plots:
         if (data_dir / filename).exists():
             cols = _columns(data_dir / filename)
             fig, ax = plt.subplots(figsize=(5, 4))
-            ax.plot(_floats(cols[x]), _floats(cols[y]), marker="." if name == "calibration" else None)
+            ax.plot(
+                _floats(cols[x]), _floats(cols[y]), marker="." if name == "calibration" else None
+            )
             if name != "pr":
                 ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
             ax.set(xlabel=x, ylabel=y, title=title)
@@ -58,8 +66,15 @@ def render_all(data_dir: Path, out_dir: Path) -> list[Path]:
         for i, row in enumerate(grid):
             for j, n in enumerate(row):
                 ax.text(j, i, str(n), ha="center", va="center")
-        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-               xlabel="predicted", ylabel="actual", title="Confusion matrix (test)")
+        ax.set(
+            xticks=range(len(labels)),
+            yticks=range(len(labels)),
+            xticklabels=labels,
+            yticklabels=labels,
+            xlabel="predicted",
+            ylabel="actual",
+            title="Confusion matrix (test)",
+        )
         save(fig, "confusion")
     if (data_dir / paths.TRAIN_HISTORY.name).exists():
         cols = _columns(data_dir / paths.TRAIN_HISTORY.name)

@@ -25,7 +25,13 @@ from semops.params import read_params
 
 RESULT_TAG = "semops.result_id"
 METRIC_FILES = (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.CLEAN_METRICS)
-PLOT_FILES = (paths.ROC_PLOT, paths.PR_PLOT, paths.CALIBRATION_PLOT, paths.CONFUSION_PLOT, paths.TRAIN_HISTORY)
+PLOT_FILES = (
+    paths.ROC_PLOT,
+    paths.PR_PLOT,
+    paths.CALIBRATION_PLOT,
+    paths.CONFUSION_PLOT,
+    paths.TRAIN_HISTORY,
+)
 BUNDLE = "bundle.json"
 
 
@@ -69,7 +75,9 @@ def read_history(path: Path = paths.TRAIN_HISTORY) -> list[dict[str, float]]:
 def git_commit() -> str:
     if rev := os.environ.get("DVC_EXP_BASELINE_REV"):
         return rev
-    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
@@ -80,7 +88,15 @@ def build_bundle(experiment: str) -> dict[str, Any]:
     data_name = read_params()["data"]["name"]
     data_hash = read_json(paths.raw_manifest(data_name))["sha256"]
     model_hash = sha256_file(paths.MODEL_DIR / "model.safetensors")
-    content = dump_json({"params": params, "metrics": metrics, "history": history, "data": data_hash, "model": model_hash})
+    content = dump_json(
+        {
+            "params": params,
+            "metrics": metrics,
+            "history": history,
+            "data": data_hash,
+            "model": model_hash,
+        }
+    )
     result_id = hashlib.sha256(content.encode()).hexdigest()[:16]
     exp_name = os.environ.get("DVC_EXP_NAME", "")
     tags = {
@@ -147,7 +163,9 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
     else:
         experiment_id = experiment.experiment_id
     result_id = bundle["tags"][RESULT_TAG]
-    existing = client.search_runs([experiment_id], filter_string=f"tags.`{RESULT_TAG}` = '{result_id}'", max_results=1)
+    existing = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RESULT_TAG}` = '{result_id}'", max_results=1
+    )
     if existing:
         shutil.rmtree(directory)
         return existing[0].info.run_id, False
@@ -161,7 +179,9 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
         metrics += [Metric(k, v, timestamp, step) for k, v in row.items() if k != "epoch"]
     params = [Param(k, v) for k, v in bundle["params"].items()]
     for start in range(0, max(len(metrics), len(params)), 100):
-        client.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100])
+        client.log_batch(
+            run_id, metrics=metrics[start : start + 100], params=params[start : start + 100]
+        )
     for name in os.listdir(directory):
         if name.endswith(".csv"):
             client.log_artifact(run_id, str(directory / name), "plots/data")

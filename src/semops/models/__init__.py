@@ -21,8 +21,16 @@ from semops.params import ModelConfig, TrainConfig
 WEIGHTS = "model.safetensors"
 META = "model.json"
 # Training and prediction live apart where training needs a heavy import the predictor does not.
-_TRAINERS = {"mlp": "semops.models.mlp", "logreg": "semops.models.linear", "gbdt": "semops.models.gbdt"}
-_PREDICTORS = {"mlp": "semops.models.mlp_predict", "logreg": "semops.models.linear", "gbdt": "semops.models.gbdt"}
+_TRAINERS = {
+    "mlp": "semops.models.mlp",
+    "logreg": "semops.models.linear",
+    "gbdt": "semops.models.gbdt",
+}
+_PREDICTORS = {
+    "mlp": "semops.models.mlp_predict",
+    "logreg": "semops.models.linear",
+    "gbdt": "semops.models.gbdt",
+}
 
 
 class Classifier(Protocol):
@@ -55,7 +63,7 @@ class EarlyStopper:
 
 @dataclass(frozen=True)
 class Trained:
-    """What a model module's `fit` returns: the arrays to save, the per-epoch history, the epoch kept."""
+    """A model module's `fit` result: arrays to save, per-epoch history, the epoch kept."""
 
     tensors: dict[str, np.ndarray]
     history: list[dict[str, float]]
@@ -87,16 +95,28 @@ class TrainingData:
 def fit(model: ModelConfig, train: TrainConfig, data: TrainingData) -> Fitted:
     module = importlib.import_module(_TRAINERS[model.name])
     trained: Trained = module.fit(model, train, data)
-    return Fitted(model.name, asdict(model), trained.tensors, trained.history, trained.best_epoch,
-                  data.x_train.shape[1], data.n_classes)
+    return Fitted(
+        model.name,
+        asdict(model),
+        trained.tensors,
+        trained.history,
+        trained.best_epoch,
+        data.x_train.shape[1],
+        data.n_classes,
+    )
 
 
 def save(fitted: Fitted, directory: Path, extra: dict[str, Any]) -> None:
     from safetensors.numpy import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": fitted.kind, "config": fitted.config, "n_features": fitted.n_features,
-            "n_classes": fitted.n_classes, **extra}
+    meta = {
+        "kind": fitted.kind,
+        "config": fitted.config,
+        "n_features": fitted.n_features,
+        "n_classes": fitted.n_classes,
+        **extra,
+    }
     with atomic_path(directory / WEIGHTS) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in fitted.tensors.items()}, str(tmp))
     write_json(directory / META, meta)
@@ -107,8 +127,8 @@ def load(directory: Path) -> tuple[Classifier, dict[str, Any]]:
     from safetensors.numpy import load_file
 
     meta = read_json(directory / META)
-    kind = meta.get("kind")
-    if kind not in _PREDICTORS:
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if not isinstance(kind, str) or kind not in _PREDICTORS:
         raise SemopsError(f"{directory / META}: unknown model kind {kind!r}")
     try:
         tensors = load_file(str(directory / WEIGHTS))
@@ -129,7 +149,9 @@ def binary_to_two_columns(p_positive: np.ndarray) -> np.ndarray:
     return np.column_stack([1.0 - p_positive, p_positive])
 
 
-def history_row(epoch: int, train_loss: float, val_proba: np.ndarray, val_labels: np.ndarray) -> dict[str, float]:
+def history_row(
+    epoch: int, train_loss: float, val_proba: np.ndarray, val_labels: np.ndarray
+) -> dict[str, float]:
     return {
         "epoch": epoch,
         "train_loss": train_loss,

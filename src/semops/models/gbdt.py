@@ -8,7 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from semops.models import EarlyStopper, Trained, TrainingData, binary_to_two_columns, history_row, log_loss, softmax
+from semops.models import (
+    EarlyStopper,
+    Trained,
+    TrainingData,
+    binary_to_two_columns,
+    history_row,
+    log_loss,
+    softmax,
+)
 from semops.params import GbdtConfig, TrainConfig
 
 
@@ -38,17 +46,19 @@ class TreeEnsemble:
             while active.any():
                 current = node[active]
                 value = x[rows[active], self.feature[current]]
-                go_left = np.where(np.isnan(value), self.missing_left[current], value <= self.threshold[current])
+                go_left = np.where(
+                    np.isnan(value), self.missing_left[current], value <= self.threshold[current]
+                )
                 node[active] = np.where(go_left, self.left[current], self.right[current])
                 active = ~self.is_leaf[node]
             scores[:, cls] += self.value[node]
             yield scores
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        scores = np.tile(self.baseline, (len(features), 1))
-        for scores in self.staged_scores(features):
+        final = np.tile(self.baseline, (len(features), 1))
+        for final in self.staged_scores(features):  # noqa: B007 (the last stage is the result)
             pass
-        return to_proba(scores)
+        return to_proba(final)
 
 
 def to_proba(scores: np.ndarray) -> np.ndarray:
@@ -59,7 +69,9 @@ def to_proba(scores: np.ndarray) -> np.ndarray:
 
 def export_trees(model: Any) -> dict[str, np.ndarray]:
     """Flatten a fitted HistGradientBoostingClassifier's trees into arrays of global node ids."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "missing_left", "left", "right", "is_leaf", "value")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("feature", "threshold", "missing_left", "left", "right", "is_leaf", "value")
+    }
     roots, tree_class = [], []
     offset = 0
     for iteration in model._predictors:
@@ -101,7 +113,9 @@ def fit(model: GbdtConfig, train: TrainConfig, data: TrainingData) -> Trained:
     ensemble = TreeEnsemble(tensors)
     per_round = len(estimator._predictors[0])
     stopper = EarlyStopper(train.early_stopping.patience, train.early_stopping.min_delta)
-    stages = zip(ensemble.staged_scores(data.x_train), ensemble.staged_scores(data.x_val), strict=True)
+    stages = zip(
+        ensemble.staged_scores(data.x_train), ensemble.staged_scores(data.x_val), strict=True
+    )
     history = []
     for tree, (train_scores, val_scores) in enumerate(stages, start=1):
         if tree % per_round:
@@ -111,13 +125,21 @@ def fit(model: GbdtConfig, train: TrainConfig, data: TrainingData) -> Trained:
         stopper.improved(history[-1]["val_loss"], tree // per_round)
         if stopper.should_stop:
             break
-    return Trained(keep_rounds(tensors, stopper.best_epoch * per_round), history, stopper.best_epoch)
+    return Trained(
+        keep_rounds(tensors, stopper.best_epoch * per_round), history, stopper.best_epoch
+    )
 
 
 def keep_rounds(tensors: dict[str, np.ndarray], n_trees: int) -> dict[str, np.ndarray]:
     """The first `n_trees` trees (their nodes are stored contiguously, in order)."""
-    n_nodes = int(tensors["roots"][n_trees]) if n_trees < len(tensors["roots"]) else len(tensors["feature"])
-    kept = {k: v[:n_nodes] for k, v in tensors.items() if k not in {"roots", "tree_class", "baseline"}}
+    n_nodes = (
+        int(tensors["roots"][n_trees])
+        if n_trees < len(tensors["roots"])
+        else len(tensors["feature"])
+    )
+    kept = {
+        k: v[:n_nodes] for k, v in tensors.items() if k not in {"roots", "tree_class", "baseline"}
+    }
     kept["roots"] = tensors["roots"][:n_trees]
     kept["tree_class"] = tensors["tree_class"][:n_trees]
     kept["baseline"] = tensors["baseline"]

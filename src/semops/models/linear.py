@@ -6,7 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from semops.models import Trained, TrainingData, binary_to_two_columns, history_row, log_loss, softmax
+from semops.models import (
+    Trained,
+    TrainingData,
+    binary_to_two_columns,
+    history_row,
+    log_loss,
+    softmax,
+)
 from semops.params import LogregConfig, TrainConfig
 
 
@@ -22,7 +29,9 @@ class LinearClassifier:
         return softmax(logits)
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, c: float = 1.0, max_iter: int = 1000) -> LinearClassifier:
+def fit_logreg(
+    x: np.ndarray, y: np.ndarray, c: float = 1.0, max_iter: int = 1000
+) -> LinearClassifier:
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=c, max_iter=max_iter)

@@ -26,7 +26,9 @@ def build_network(n_features: int, n_classes: int, cfg: MlpConfig) -> nn.Sequent
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise SemopsError("train.device is 'cuda' but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise SemopsError(
+            "train.device is 'cuda' but no CUDA GPU is available; use 'auto' or 'cpu'"
+        )
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
@@ -47,8 +49,12 @@ def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained
     device = resolve_device(train.device)
     seed_everything(train, device)
     network = build_network(data.x_train.shape[1], data.n_classes, model_cfg).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=train.amp and device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=train.lr, weight_decay=train.weight_decay
+    )
+    autocast = torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=train.amp and device.type == "cuda"
+    )
     x_train = torch.from_numpy(data.x_train).to(device)
     y_train = torch.from_numpy(data.y_train).to(device)
     x_val = torch.from_numpy(data.x_val).to(device)

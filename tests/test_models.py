@@ -1,0 +1,359 @@
+"""models: numpy predictors equal to the libraries that trained them; safe, stable save/load."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from semops import models
+from semops.errors import SemopsError
+from semops.models import EarlyStopper, TrainingData, log_loss, softmax
+from semops.models.gbdt import TreeEnsemble, export_trees, keep_rounds, to_proba
+from semops.models.linear import LinearClassifier, fit_logreg
+from semops.params import EarlyStopping, GbdtConfig, LogregConfig, MlpConfig, TrainConfig
+
+N_FEATURES = 5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """scikit-learn's OpenMP threads crawl when the machine is busy; one thread is fast enough."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+def make_data(
+    n: int, n_classes: int, seed: int, nan_rate: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, N_FEATURES))
+    signal = x[:, 0] + x[:, 1] * x[:, 2] + 0.5 * rng.normal(size=n)
+    y = np.digitize(signal, np.quantile(signal, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    if nan_rate:
+        x[rng.random(x.shape) < nan_rate] = np.nan
+    return x, y.astype(np.int64)
+
+
+def training_data(n_classes: int, seed: int = 0) -> TrainingData:
+    x, y = make_data(240, n_classes, seed)
+    x = x.astype(np.float32)
+    return TrainingData(x[:160], y[:160], x[160:], y[160:], n_classes)
+
+
+# ------------------------------------------------------------------------- gbdt
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["binary", "multiclass"])
+def hgb(request: pytest.FixtureRequest) -> tuple[Any, np.ndarray]:
+    """A fitted HistGradientBoostingClassifier (NaNs in training) and NaN-holed test rows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    n_classes: int = request.param
+    x, y = make_data(400, n_classes, seed=n_classes, nan_rate=0.1)
+    x[:, 4] = np.nan_to_num(x[:, 4])  # one feature without NaNs in training...
+    model = HistGradientBoostingClassifier(
+        max_iter=25, max_leaf_nodes=15, min_samples_leaf=5, early_stopping=False, random_state=0
+    ).fit(x, y)
+    test, _ = make_data(300, n_classes, seed=99, nan_rate=0.2)  # ...but with NaNs at prediction
+    test[0] = np.nan
+    test[1] = [np.inf, -np.inf, 1e300, -1e300, 0.0]
+    return model, test
+
+
+def test_tree_ensemble_equals_sklearn(hgb: tuple[Any, np.ndarray]) -> None:
+    model, test = hgb
+    assert np.isnan(test[:, 4]).any()
+    ours = TreeEnsemble(export_trees(model)).predict_proba(test)
+    theirs = model.predict_proba(test)
+    assert ours.shape == theirs.shape == (len(test), len(model.classes_))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-12)
+    assert (ours.argmax(axis=1) == model.predict(test)).all()
+
+
+def test_tree_ensemble_accepts_float32(hgb: tuple[Any, np.ndarray]) -> None:
+    model, test = hgb
+    test32 = test[2:].astype(np.float32)
+    ours = TreeEnsemble(export_trees(model)).predict_proba(test32)
+    np.testing.assert_allclose(ours, model.predict_proba(test32), rtol=0, atol=1e-9)
+
+
+def test_keep_rounds_truncates_to_the_first_iterations(hgb: tuple[Any, np.ndarray]) -> None:
+    model, test = hgb
+    tensors = export_trees(model)
+    per_round = len(model._predictors[0])
+    staged = list(model.staged_predict_proba(test))
+    assert len(staged) == 25
+    for rounds in (1, 7, 25):
+        kept = keep_rounds(tensors, rounds * per_round)
+        assert len(kept["roots"]) == rounds * per_round
+        n_nodes = len(kept["feature"])
+        assert all(
+            len(kept[k]) == n_nodes for k in ("threshold", "left", "right", "is_leaf", "value")
+        )
+        inner = kept["is_leaf"] == 0
+        assert (kept["left"][inner] < n_nodes).all() and (kept["right"][inner] < n_nodes).all()
+        np.testing.assert_allclose(
+            TreeEnsemble(kept).predict_proba(test), staged[rounds - 1], atol=1e-9
+        )
+    assert len(keep_rounds(tensors, 7 * per_round)["feature"]) < len(tensors["feature"])
+    # No trees at all: the baseline prediction.
+    empty = TreeEnsemble(keep_rounds(tensors, 0)).predict_proba(test)
+    np.testing.assert_allclose(
+        empty, to_proba(np.tile(tensors["baseline"], (len(test), 1))), atol=1e-15
+    )
+
+
+def test_gbdt_fit_stops_early_and_keeps_the_best_round() -> None:
+    data = training_data(2)
+    # Large steps on small data overfit quickly: the validation loss turns up.
+    model_cfg = GbdtConfig(
+        "gbdt", max_iter=100, learning_rate=0.8, max_leaf_nodes=8, min_samples_leaf=3
+    )
+    train_cfg = TrainConfig(
+        seed=0, lr=0.1, epochs=1, batch_size=1, early_stopping=EarlyStopping(patience=4)
+    )
+    fitted = models.fit(model_cfg, train_cfg, data)
+    losses = [row["val_loss"] for row in fitted.history]
+    assert len(fitted.history) == fitted.best_epoch + 4 < 100
+    assert losses[fitted.best_epoch - 1] == min(losses)
+    assert len(fitted.tensors["roots"]) == fitted.best_epoch
+    kept = TreeEnsemble(fitted.tensors).predict_proba(data.x_val)
+    assert log_loss(kept, data.y_val) == pytest.approx(min(losses), rel=1e-12)
+
+
+# ----------------------------------------------------------------------- linear
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_linear_classifier_equals_sklearn(n_classes: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = make_data(300, n_classes, seed=n_classes)
+    test, _ = make_data(100, n_classes, seed=7)
+    reference = LogisticRegression(C=0.7, max_iter=1000).fit(x, y)
+    ours = LinearClassifier(reference.coef_, reference.intercept_).predict_proba(test)
+    assert ours.shape == (100, n_classes)
+    np.testing.assert_allclose(ours, reference.predict_proba(test), rtol=0, atol=1e-12)
+    fitted = fit_logreg(x.astype(np.float32), y, c=0.7)
+    np.testing.assert_allclose(fitted.predict_proba(test), reference.predict_proba(test), atol=1e-6)
+
+
+# -------------------------------------------------------------------------- mlp
+
+
+@pytest.mark.parametrize(("layers", "n_classes"), [(1, 2), (2, 3), (4, 2)])
+def test_numpy_mlp_equals_the_torch_network(layers: int, n_classes: int) -> None:
+    import torch
+
+    from semops.models.mlp import build_network
+    from semops.models.mlp_predict import from_tensors
+
+    torch.manual_seed(layers)
+    # Dropout is active in train mode, the identity in eval mode (what the numpy version does).
+    network = build_network(
+        N_FEATURES, n_classes, MlpConfig("mlp", hidden=16, layers=layers, dropout=0.5)
+    )
+    network.eval()
+    x, _ = make_data(200, n_classes, seed=1)
+    x = (3 * x).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(network(torch.from_numpy(x)), dim=1).numpy()
+    tensors = {k: v.detach().numpy().copy() for k, v in network.state_dict().items()}
+    # layers=4 names its last Linear "12.weight": the layer order must be numeric, not textual.
+    assert len(tensors) == 2 * (layers + 1)
+    got = from_tensors({}, tensors).predict_proba(x)
+    assert got.shape == (200, n_classes)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def mlp_settings(
+    seed: int = 0, epochs: int = 4, patience: int = 10
+) -> tuple[MlpConfig, TrainConfig]:
+    return MlpConfig("mlp", hidden=16, layers=2, dropout=0.2), TrainConfig(
+        seed=seed,
+        lr=0.01,
+        epochs=epochs,
+        batch_size=32,
+        device="cpu",
+        early_stopping=EarlyStopping(patience=patience),
+    )
+
+
+def test_mlp_training_is_byte_identical_for_the_same_seed(tmp_path: Path) -> None:
+    data = training_data(3)
+    weights = []
+    for run, seed in enumerate((0, 0, 1)):
+        fitted = models.fit(*mlp_settings(seed), data)
+        models.save(fitted, tmp_path / str(run), {})
+        weights.append((tmp_path / str(run) / models.WEIGHTS).read_bytes())
+    assert weights[0] == weights[1]
+    assert weights[0] != weights[2]
+
+
+def test_mlp_keeps_the_weights_of_its_best_epoch() -> None:
+    from semops.models.mlp_predict import from_tensors
+
+    data = training_data(2)
+    fitted = models.fit(*mlp_settings(epochs=30, patience=2), data)
+    losses = [row["val_loss"] for row in fitted.history]
+    assert fitted.best_epoch == int(np.argmin(losses)) + 1
+    assert len(fitted.history) <= 30
+    if len(fitted.history) < 30:
+        assert len(fitted.history) == fitted.best_epoch + 2
+    proba = from_tensors({}, fitted.tensors).predict_proba(data.x_val)
+    assert log_loss(proba, data.y_val) == pytest.approx(losses[fitted.best_epoch - 1], abs=1e-5)
+
+
+# ------------------------------------------------------------------- save / load
+
+
+def fitted_model(kind: str) -> tuple[models.Fitted, TrainingData]:
+    data = training_data(3 if kind == "mlp" else 2)
+    train_cfg = TrainConfig(seed=0, lr=0.01, epochs=3, batch_size=32, device="cpu")
+    model_cfg: Any = {
+        "mlp": MlpConfig("mlp", hidden=8),
+        "logreg": LogregConfig("logreg"),
+        "gbdt": GbdtConfig("gbdt", max_iter=10, min_samples_leaf=5),
+    }[kind]
+    return models.fit(model_cfg, train_cfg, data), data
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header: dict[str, Any] = json.loads(raw[8 : 8 + length])
+    body = max(
+        end for k, v in header.items() if k != "__metadata__" for _, end in [v["data_offsets"]]
+    )
+    assert 8 + length + body == len(raw)  # the header and the raw tensor bytes are all there is
+    return header
+
+
+@pytest.mark.parametrize("kind", ["mlp", "logreg", "gbdt"])
+def test_save_then_load_gives_identical_predictions(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    fitted, data = fitted_model(kind)
+    directory = tmp_path / "model"
+    models.save(
+        fitted, directory, {"classes": ["a", "b", "c"][: data.n_classes], "features": ["f"] * 5}
+    )
+    assert sorted(p.name for p in directory.iterdir()) == [models.META, models.WEIGHTS]
+
+    header = read_safetensors_header(directory / models.WEIGHTS)
+    assert set(header) - {"__metadata__"} == set(fitted.tensors)
+    assert b"\x80\x04\x95" not in (directory / models.WEIGHTS).read_bytes()[:16]  # no pickle stream
+    meta = json.loads((directory / models.META).read_text())
+    assert meta["kind"] == kind
+    assert meta["n_features"] == N_FEATURES
+    assert meta["n_classes"] == data.n_classes
+    assert meta["config"]["name"] == kind
+
+    def no_pickle(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("models.load unpickled something")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(pickle, "Unpickler", no_pickle)
+    classifier, loaded_meta = models.load(directory)
+    assert loaded_meta == meta
+
+    predictor = importlib.import_module(models._PREDICTORS[kind])
+    in_memory = predictor.from_tensors(meta, fitted.tensors)
+    for x in (data.x_train, data.x_val):
+        np.testing.assert_array_equal(classifier.predict_proba(x), in_memory.predict_proba(x))
+    proba = classifier.predict_proba(data.x_val)
+    assert proba.shape == (len(data.x_val), data.n_classes)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    # Saving again gives the same bytes.
+    models.save(
+        fitted, tmp_path / "again", {"classes": meta["classes"], "features": meta["features"]}
+    )
+    for name in (models.META, models.WEIGHTS):
+        assert (tmp_path / "again" / name).read_bytes() == (directory / name).read_bytes()
+
+
+def test_load_rejects_unknown_kind_and_bad_weights(tmp_path: Path) -> None:
+    fitted, _ = fitted_model("logreg")
+    models.save(fitted, tmp_path, {})
+    for corrupt in (
+        b"",
+        b"\x00\x01 not safetensors",
+        (tmp_path / models.WEIGHTS).read_bytes()[:-3],
+    ):
+        (tmp_path / models.WEIGHTS).write_bytes(corrupt)
+        with pytest.raises(SemopsError, match=r"model\.safetensors: cannot load weights"):
+            models.load(tmp_path)
+    (tmp_path / models.WEIGHTS).unlink()
+    with pytest.raises(SemopsError, match=r"model\.safetensors: cannot load weights"):
+        models.load(tmp_path)
+    (tmp_path / models.META).write_text(json.dumps({"kind": "pickle"}))
+    with pytest.raises(SemopsError, match="unknown model kind 'pickle'"):
+        models.load(tmp_path)
+
+
+# ------------------------------------------------------------------ EarlyStopper
+
+
+def test_early_stopper_counts_epochs_without_improvement() -> None:
+    stopper = EarlyStopper(patience=2, min_delta=0.0)
+    assert stopper.improved(1.0, 1)
+    assert stopper.improved(0.8, 2)
+    assert not stopper.improved(0.8, 3)  # equal is not better
+    assert not stopper.should_stop
+    assert stopper.improved(0.7, 4)  # an improvement resets the count
+    assert stopper.stale == 0
+    assert not stopper.improved(0.9, 5)
+    assert not stopper.should_stop
+    assert not stopper.improved(0.75, 6)
+    assert stopper.should_stop
+    assert (stopper.best, stopper.best_epoch) == (0.7, 4)
+
+
+def test_early_stopper_min_delta() -> None:
+    stopper = EarlyStopper(patience=1, min_delta=0.1)
+    assert stopper.improved(1.0, 1)
+    assert not stopper.improved(0.95, 2)  # better, but by less than min_delta
+    assert stopper.should_stop
+    assert stopper.best == 1.0
+    assert stopper.improved(0.85, 3)
+    assert (stopper.best_epoch, stopper.should_stop) == (3, False)
+
+
+def test_early_stopper_nan_loss_is_never_an_improvement() -> None:
+    stopper = EarlyStopper(patience=1, min_delta=0.0)
+    assert not stopper.improved(float("nan"), 1)
+    assert stopper.best_epoch == 0
+    assert stopper.should_stop
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def test_softmax_is_stable_and_normalised() -> None:
+    logits = np.array([[1000.0, 1000.0, -1000.0], [0.0, np.log(3.0), -np.inf]])
+    proba = softmax(logits)
+    np.testing.assert_allclose(proba, [[0.5, 0.5, 0.0], [0.25, 0.75, 0.0]], atol=1e-15)
+
+
+def test_log_loss_matches_sklearn() -> None:
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(3), size=50)
+    labels = rng.integers(0, 3, 50)
+    assert log_loss(proba, labels) == pytest.approx(
+        sk_log_loss(labels, proba, labels=[0, 1, 2]), rel=1e-12
+    )
