@@ -21,6 +21,8 @@ def test_the_three_required_data_sets_ship() -> None:
 @pytest.mark.parametrize("name", DATASETS)
 def test_data_set_config_runs_through_featurize(tmp_path: Path, name: str) -> None:
     data = yaml.safe_load((REPO / f"conf/data/{name}.yaml").read_text())
+    if "path" in data["source"]:  # relative to the repository root, where DVC runs stages
+        data["source"]["path"] = str(REPO / data["source"]["path"])
     write_params(tmp_path, params_with(data=data))
     for stage in ("download", "clean", "featurize"):
         result = run_stage(tmp_path, stage)

@@ -104,6 +104,16 @@ def test_file_source_and_raw_is_read_only(tmp_path: Path) -> None:
     assert table.stat().st_mode & 0o222 == 0
 
 
+def test_file_source_checksum_mismatch(tmp_path: Path) -> None:
+    data = file_data(toy_csv(tmp_path / "toy.csv"))
+    data["source"]["sha256"] = "f" * 64
+    write_params(tmp_path, params_with(data=data))
+    result = run_stage(tmp_path, "download")
+    assert result.returncode == 1
+    assert "data.source.sha256: checksum mismatch" in result.stderr
+    assert not (tmp_path / "data/raw/toy").exists()
+
+
 def test_missing_file_source(tmp_path: Path) -> None:
     write_params(tmp_path, params_with(data=file_data(tmp_path / "nope.csv")))
     result = run_stage(tmp_path, "download")

@@ -121,4 +121,10 @@ def _read_as(path: Path, fmt: str, name: str) -> pd.DataFrame:
 
 def _fetch_file(source: FileSource) -> tuple[pd.DataFrame, dict[str, Any]]:
     table = read_table(source.path)
-    return table, {"source_sha256": sha256_file(source.path)}
+    digest = sha256_file(source.path)
+    if source.sha256 is not None and digest != source.sha256.lower():
+        raise SemopsError(
+            f"data.source.sha256: checksum mismatch for {source.path}: expected "
+            f"{source.sha256.lower()}, got {digest}; update it if the file changed on purpose"
+        )
+    return table, {"source_sha256": digest}

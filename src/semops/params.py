@@ -67,8 +67,12 @@ class UrlSource:
 
 @dataclass(frozen=True)
 class FileSource:
+    """A local CSV or Parquet file. DVC sees the path, not the file: give its sha256 so that a
+    change of content is both caught and, through this param, reruns download."""
+
     kind: Literal["file"]
     path: str
+    sha256: str | None = None
 
 
 Source = RdatasetsSource | HfSource | UrlSource | FileSource
