@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 		echo "setup: NVIDIA GPU found, installing CUDA torch"; \
 		$(BIN)/pip install -q -c constraints.txt torch; \
 	else \
-		echo "setup: no GPU, installing CPU torch"; \
+		echo "setup: no GPU: torch from $(if $(TORCH_INDEX_URL),$(TORCH_INDEX_URL),pip's indexes; on a plain PyPI that is the CUDA build: set TORCH_INDEX_URL to PyTorch's CPU wheel index)"; \
 		$(BIN)/pip install -q -c constraints.txt $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) torch; \
 	fi
 	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'

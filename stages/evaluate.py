@@ -2,7 +2,7 @@
 
 from semops import evaluation as ev
 from semops import models, paths
-from semops.features import load_features
+from semops.featureio import load_features
 from semops.io import write_csv, write_json
 from semops.models.linear import fit_logreg
 from semops.params import load_section

@@ -1,7 +1,7 @@
 """train: fit the configured model on train with early stopping on val; save it and its history."""
 
 from semops import models, paths
-from semops.features import load_features
+from semops.featureio import load_features
 from semops.io import read_json, write_csv, write_json
 from semops.params import load_section
 from semops.stage import run_stage

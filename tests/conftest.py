@@ -2,50 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-# What a clone of the project holds that the pipeline needs (the package is installed editable).
-PROJECT_FILES = [
-    ".dvc/config",
-    ".dvc/.gitignore",
-    ".dvcignore",
-    ".gitignore",
-    "Makefile",
-    "conf",
-    "constraints.txt",
-    "dvc.lock",
-    "dvc.yaml",
-    "params.yaml",
-    "pyproject.toml",
-    "src",
-    "stages",
-    "data/raw/.gitkeep",
-    "data/interim/.gitkeep",
-    "data/processed/.gitkeep",
-    "mlruns/.gitkeep",
-]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.invalid",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.invalid",
-    )
-    env.update(extra)
-    return env
+from projectkit import clean_env, make_project
 
 
 def run(
@@ -66,25 +29,6 @@ def run(
             f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
-
-
-def make_project(dest: Path, cache: Path) -> Path:
-    """A fresh git repo holding the project; its DVC cache is `cache` (shared: run-cache hits)."""
-    dest.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = REPO / name
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, target)
-    (dest / ".venv").symlink_to(REPO / ".venv")
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "project"], dest)
-    run(["dvc", "cache", "dir", "--local", str(cache)], dest)
-    return dest
 
 
 @pytest.fixture(scope="session")

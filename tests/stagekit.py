@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import REPO, clean_env
+from projectkit import REPO, clean_env
 
 CITIES = ["Paris", " paris ", "Lyon", "Nice"]  # two spellings of one city: normalised by clean
 DEFAULT_PARAMS: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -28,9 +29,10 @@ def params_with(**sections: Any) -> dict[str, Any]:
 
 def file_data(path: Path, **extra: Any) -> dict[str, Any]:
     """A `data` section reading a local file with target `y` (positive `yes`)."""
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "0" * 64
     return {
         "name": "toy",
-        "source": {"kind": "file", "path": str(path)},
+        "source": {"kind": "file", "path": str(path), "sha256": sha256},
         "target": "y",
         "positive": "yes",
         "drop": [],

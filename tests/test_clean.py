@@ -11,6 +11,7 @@ import pytest
 
 from semops.clean import (
     assign_splits,
+    clean_and_split,
     clean_table,
     normalise_categorical,
     normalised_label,
@@ -19,7 +20,7 @@ from semops.clean import (
 from semops.errors import SemopsError
 from semops.params import DataConfig, FileSource, SplitConfig, ValidRange
 
-SOURCE = FileSource("file", "raw.csv")
+SOURCE = FileSource("file", "raw.csv", "0" * 64)
 
 
 def data_cfg(**overrides: Any) -> DataConfig:
@@ -93,7 +94,7 @@ def test_clean_table_drops_missing_target_and_duplicates_and_reports() -> None:
     assert report["classes"] == {"bad": 3, "good": 3}
     assert not table.duplicated().any()
     assert table["y"].notna().all()
-    assert list(table.index) == list(range(6))
+    assert list(table.index) == [0, 1, 2, 4, 6, 7]  # positions of the kept rows in the raw table
     assert list(table["y"].cat.categories) == ["bad", "good"]
 
 
@@ -216,6 +217,11 @@ def test_numeric_target_becomes_string_classes() -> None:
 # --------------------------------------------------------------------- assign_splits
 
 
+def split_codes(table: pd.DataFrame, target: str, cfg: SplitConfig) -> np.ndarray:
+    """The clean stage's split: each row's hash, then assign_splits."""
+    return assign_splits(row_hash(table, cfg.seed), table[target].to_numpy(), target, cfg)
+
+
 def labelled(n: int, seed: int = 0, weights: tuple[float, ...] = (0.7, 0.3)) -> pd.DataFrame:
     """A cleaned-looking table: a unique id, a numeric, a categorical and a categorical target."""
     rng = np.random.default_rng(seed)
@@ -238,25 +244,25 @@ SPLIT = SplitConfig(0.7, 0.15, 0.15, seed=0)
 
 def test_assign_splits_is_deterministic() -> None:
     table = labelled(500)
-    first = assign_splits(table, "y", SPLIT)
+    first = split_codes(table, "y", SPLIT)
     assert first.dtype == np.int8
     assert set(np.unique(first)) == {0, 1, 2}
-    np.testing.assert_array_equal(first, assign_splits(table.copy(), "y", SPLIT))
+    np.testing.assert_array_equal(first, split_codes(table.copy(), "y", SPLIT))
 
 
 def test_assign_splits_does_not_depend_on_row_order_or_index() -> None:
     table = labelled(500)
-    codes = pd.Series(assign_splits(table, "y", SPLIT), index=table["id"])
+    codes = pd.Series(split_codes(table, "y", SPLIT), index=table["id"])
     shuffled = table.sample(frac=1.0, random_state=1)
     shuffled.index = np.arange(len(shuffled)) * 7 + 3
-    again = pd.Series(assign_splits(shuffled, "y", SPLIT), index=shuffled["id"])
+    again = pd.Series(split_codes(shuffled, "y", SPLIT), index=shuffled["id"])
     pd.testing.assert_series_equal(codes.sort_index(), again.sort_index())
 
 
 def test_the_seed_changes_the_split() -> None:
     table = labelled(500)
-    a = assign_splits(table, "y", SPLIT)
-    b = assign_splits(table, "y", SplitConfig(0.7, 0.15, 0.15, seed=1))
+    a = split_codes(table, "y", SPLIT)
+    b = split_codes(table, "y", SplitConfig(0.7, 0.15, 0.15, seed=1))
     assert (a != b).mean() > 0.2
 
 
@@ -265,18 +271,18 @@ def test_large_seeds_work_without_overflow_warnings(seed: int) -> None:
     table = labelled(200)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        codes = assign_splits(table, "y", SplitConfig(0.7, 0.15, 0.15, seed=seed))
+        codes = split_codes(table, "y", SplitConfig(0.7, 0.15, 0.15, seed=seed))
     assert set(np.unique(codes)) == {0, 1, 2}
 
 
 def test_a_row_keeps_its_split_when_other_rows_are_added_or_removed() -> None:
     table = labelled(1000)
-    before = dict(zip(table["id"], assign_splits(table, "y", SPLIT), strict=True))
+    before = dict(zip(table["id"], split_codes(table, "y", SPLIT), strict=True))
     changed = pd.concat([labelled(300, seed=1), table.iloc[200:]], ignore_index=True)
     # Rebuild the categoricals, as a fresh clean run would (categories may differ).
     for column in ("colour", "y"):
         changed[column] = normalise_categorical(changed[column].astype(str))
-    after = dict(zip(changed["id"], assign_splits(changed, "y", SPLIT), strict=True))
+    after = dict(zip(changed["id"], split_codes(changed, "y", SPLIT), strict=True))
     common = [key for key in after if key in before]
     assert len(common) == 800
     assert [before[k] for k in common] == [after[k] for k in common]
@@ -296,15 +302,15 @@ def test_clean_table_output_splits_stably_across_raw_versions() -> None:
     cfg = data_cfg(valid={})
     first, _ = clean_table(raw, cfg)
     second, _ = clean_table(pd.concat([extra, raw.iloc[::2]]), cfg)
-    a = dict(zip(first["id"], assign_splits(first, "y", SPLIT), strict=True))
-    b = dict(zip(second["id"], assign_splits(second, "y", SPLIT), strict=True))
+    a = dict(zip(first["id"], split_codes(first, "y", SPLIT), strict=True))
+    b = dict(zip(second["id"], split_codes(second, "y", SPLIT), strict=True))
     assert all(a[k] == b[k] for k in b if k in a)
 
 
 def test_split_proportions_roughly_follow_config() -> None:
     table = labelled(6000, weights=(0.5, 0.3, 0.2))
     for cfg in (SPLIT, SplitConfig(0.5, 0.3, 0.2, seed=7)):
-        shares = np.bincount(assign_splits(table, "y", cfg), minlength=3) / len(table)
+        shares = np.bincount(split_codes(table, "y", cfg), minlength=3) / len(table)
         np.testing.assert_allclose(shares, [cfg.train, cfg.val, cfg.test], atol=0.025)
 
 
@@ -316,7 +322,7 @@ def test_every_class_appears_in_every_split_even_when_small() -> None:
         table = pd.concat([table, small], ignore_index=True)
     table["y"] = normalise_categorical(table["y"].astype(str))
     for seed in range(5):
-        codes = assign_splits(table, "y", SplitConfig(0.7, 0.15, 0.15, seed=seed))
+        codes = split_codes(table, "y", SplitConfig(0.7, 0.15, 0.15, seed=seed))
         for label in table["y"].cat.categories:
             in_class = codes[(table["y"] == label).to_numpy()]
             assert set(in_class) == {0, 1, 2}, (seed, label, in_class)
@@ -327,7 +333,7 @@ def test_class_with_three_rows_gets_one_in_each_split() -> None:
         [labelled(100, weights=(1.0,)), labelled(3, seed=5, weights=(1.0,))], ignore_index=True
     )
     table["y"] = normalise_categorical(pd.Series(["big"] * 100 + ["tiny"] * 3))
-    codes = assign_splits(table, "y", SPLIT)
+    codes = split_codes(table, "y", SPLIT)
     assert sorted(codes[100:]) == [0, 1, 2]
 
 
@@ -335,7 +341,7 @@ def test_class_with_fewer_than_three_rows_raises() -> None:
     table = labelled(100, weights=(1.0,))
     table["y"] = normalise_categorical(pd.Series(["c9"] * 2 + ["c0"] * 98))
     with pytest.raises(SemopsError, match=r"class 'c9' of 'y' has 2 row\(s\)"):
-        assign_splits(table, "y", SPLIT)
+        split_codes(table, "y", SPLIT)
 
 
 def test_row_hash_is_pinned() -> None:
@@ -351,3 +357,45 @@ def test_row_hash_is_pinned() -> None:
     }
     for seed, hashes in expected.items():
         assert row_hash(table, seed).tolist() == hashes, seed
+
+
+# ------------------------------------------------------------------- clean_and_split
+
+
+def big_raw(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "id": [f"c{i}" for i in range(n)],
+            "group": [f"g{i % 40}" for i in range(n)],
+            "age": rng.integers(10, 120, n),
+            "y": rng.choice(["good", "bad"], n),
+        }
+    )
+
+
+def split_of_ids(parts: dict[str, pd.DataFrame]) -> dict[str, str]:
+    return {row_id: name for name, part in parts.items() for row_id in part["id"]}
+
+
+def test_a_rows_split_survives_changes_to_cleaning_settings() -> None:
+    raw = big_raw()
+    before, _ = clean_and_split(raw, data_cfg(valid={}), SPLIT)
+    after, report = clean_and_split(raw, data_cfg(valid={"age": ValidRange(18, 100)}), SPLIT)
+    assert report["set_missing"]["impossible"]["age"] > 0  # the cleaned values did change
+    assert split_of_ids(before) == split_of_ids(after)
+
+
+def test_rows_sharing_a_key_share_a_split() -> None:
+    parts, report = clean_and_split(big_raw(), data_cfg(valid={}, key=["group"]), SPLIT)
+    groups: dict[str, set[str]] = {}
+    for name, part in parts.items():
+        for group in part["group"]:
+            groups.setdefault(str(group), set()).add(name)
+    assert all(len(splits) == 1 for splits in groups.values())
+    assert sum(report["split"].values()) == report["rows"]["clean"]
+
+
+def test_valid_range_on_a_categorical_column_is_an_error() -> None:
+    with pytest.raises(SemopsError, match=r"data.valid.colour: 'colour' is categorical"):
+        clean_table(raw_table(), data_cfg(valid={"colour": ValidRange(0, 1)}))

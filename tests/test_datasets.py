@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from projectkit import REPO
 from stagekit import params_with, run_stage, write_params
 
 DATASETS = sorted(p.stem for p in (REPO / "conf/data").glob("*.yaml"))

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run
+from conftest import run
+from projectkit import REPO
 from stagekit import file_data, params_with, run_stage, toy_csv, write_params
 
 

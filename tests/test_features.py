@@ -12,7 +12,8 @@ import pytest
 
 from semops.clean import normalise_categorical
 from semops.errors import SemopsError
-from semops.features import LABEL, fit_featurizer, load_features, transform
+from semops.featureio import LABEL, load_features
+from semops.features import fit_featurizer, transform
 from semops.io import dump_json, write_arrow, write_parquet
 from semops.params import FeaturizeConfig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import struct
@@ -144,8 +145,10 @@ def test_linear_classifier_equals_sklearn(n_classes: int) -> None:
     ours = LinearClassifier(reference.coef_, reference.intercept_).predict_proba(test)
     assert ours.shape == (100, n_classes)
     np.testing.assert_allclose(ours, reference.predict_proba(test), rtol=0, atol=1e-12)
+    # Ours solves the objective exactly (Newton); sklearn's default tol stops ~1e-4 short of it.
+    exact = LogisticRegression(C=0.7, max_iter=100_000, tol=1e-12).fit(x, y)
     fitted = fit_logreg(x.astype(np.float32), y, c=0.7)
-    np.testing.assert_allclose(fitted.predict_proba(test), reference.predict_proba(test), atol=1e-6)
+    np.testing.assert_allclose(fitted.predict_proba(test), exact.predict_proba(test), atol=1e-6)
 
 
 # -------------------------------------------------------------------------- mlp
@@ -357,3 +360,32 @@ def test_log_loss_matches_sklearn() -> None:
     assert log_loss(proba, labels) == pytest.approx(
         sk_log_loss(labels, proba, labels=[0, 1, 2]), rel=1e-12
     )
+
+
+def test_our_adamw_is_bit_identical_to_torch_adamw() -> None:
+    import torch
+
+    from semops.models.mlp import AdamW, build_network
+
+    x, y = make_data(64, 3, seed=4)
+    features, labels = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+    torch.manual_seed(0)
+    ours_net = build_network(x.shape[1], 3, MlpConfig(name="mlp", hidden=8, layers=2, dropout=0.0))
+    torch_net = build_network(x.shape[1], 3, MlpConfig(name="mlp", hidden=8, layers=2, dropout=0.0))
+    torch_net.load_state_dict(ours_net.state_dict())
+    ours = AdamW(list(ours_net.parameters()), lr=0.01, weight_decay=0.1)
+    reference = torch.optim.AdamW(torch_net.parameters(), lr=0.01, weight_decay=0.1)
+    for _ in range(25):
+        for net, optimizer in ((ours_net, ours), (torch_net, reference)):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(features), labels).backward()
+            optimizer.step()
+    for mine, theirs in zip(ours_net.parameters(), torch_net.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+def test_diverging_training_is_a_clear_error() -> None:
+    model, train = mlp_settings(epochs=5)
+    exploding = dataclasses.replace(train, lr=1e12)
+    with pytest.raises(SemopsError, match=r"training diverged .* lower train.lr \(now 1e\+12\)"):
+        models.fit(model, exploding, training_data(2))

@@ -145,7 +145,10 @@ def test_model_is_discriminated_by_name(model: dict[str, Any], expected: Any) ->
             {"kind": "url", "url": "https://x.org/a.csv", "sha256": SHA},
             UrlSource("url", "https://x.org/a.csv", SHA),
         ),
-        ({"kind": "file", "path": "raw.csv"}, FileSource("file", "raw.csv")),
+        (
+            {"kind": "file", "path": "raw.csv", "sha256": SHA},
+            FileSource("file", "raw.csv", SHA),
+        ),
     ],
 )
 def test_data_source_is_discriminated_by_kind(source: dict[str, Any], expected: Any) -> None:
@@ -316,10 +319,18 @@ def test_unknown_section_name() -> None:
         parse_section("bogus", valid_params())
 
 
-def test_unknown_top_level_sections_are_allowed() -> None:
+def test_unknown_top_level_section_is_an_error() -> None:
     params = valid_params()
-    params["research"] = {"anything": 1}
-    validate_all(params)
+    params["evalute"] = {"threshold": 0.5}
+    with pytest.raises(ConfigError, match="params: unknown section 'evalute'; sections: data, "):
+        validate_all(params)
+
+
+def test_url_with_credentials_is_refused() -> None:
+    source = {"kind": "url", "url": "https://user:secret@x.org/a.csv", "sha256": SHA}
+    message = error_for(with_value("data.source", source), "data")
+    assert "data.source.url must not embed credentials" in message
+    assert "secret" not in message
 
 
 # ------------------------------------------------------------ tagged data.source

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from conftest import run
 
-from semops.tracking import RESULT_TAG, flatten
+from semops.params import flatten
+from semops.tracking import RESULT_TAG
 
 STAGES = ("download", "clean", "featurize", "train", "evaluate", "track")
 

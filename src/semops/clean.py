@@ -10,9 +10,8 @@ import pandas as pd
 
 from semops.errors import SemopsError
 from semops.params import DataConfig, SplitConfig
+from semops.paths import SPLITS
 
-TARGET_DTYPE = "string"
-SPLIT_NAMES = ("train", "val", "test")
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
@@ -24,6 +23,7 @@ def check_columns(table: pd.DataFrame, cfg: DataConfig) -> None:
         ("data.drop", cfg.drop),
         ("data.types", cfg.types),
         ("data.valid", cfg.valid),
+        ("data.key", cfg.key),
     ]
     for key, columns in wanted:
         for column in columns:
@@ -57,7 +57,10 @@ def is_categorical(series: pd.Series) -> bool:
 
 
 def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Type, normalise and deduplicate a raw table; return it with a report of what changed."""
+    """Type, normalise and deduplicate a raw table; return it with a report of what changed.
+
+    The kept rows keep their index in the raw table, so each can be traced to its raw row.
+    """
     check_columns(raw, cfg)
     table = raw.drop(columns=cfg.drop)
     unparseable: dict[str, int] = {}
@@ -69,6 +72,11 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
         if name == cfg.target:
             columns[name] = normalise_categorical(column.astype("object").where(column.notna()))
         elif declared == "categorical" or (declared is None and is_categorical(column)):
+            if name in cfg.valid:
+                raise SemopsError(
+                    f"data.valid.{name}: {name!r} is categorical; a valid range needs a numeric "
+                    "column (declare it in data.types if it should be numeric)"
+                )
             columns[name] = normalise_categorical(column)
         else:
             numeric = pd.to_numeric(column, errors="coerce").astype("float64")
@@ -91,7 +99,7 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
     missing_target = table[cfg.target].isna()
     table = table.loc[~missing_target]
     duplicated = table.duplicated()
-    table = table.loc[~duplicated].reset_index(drop=True)
+    table = table.loc[~duplicated]
     if table.empty:
         raise SemopsError(f"data set {cfg.name!r} is empty after cleaning ({rows_raw} raw rows)")
     classes = table[cfg.target].value_counts().sort_index()
@@ -138,21 +146,26 @@ def normalised_label(label: str) -> str:
 
 
 def row_hash(table: pd.DataFrame, seed: int) -> np.ndarray:
-    """A 64-bit hash of each row's values, the same on every run and machine."""
+    """A 64-bit hash of each row's values, the same on every run and machine.
+
+    Hashing the raw row (or its configured key columns), not the cleaned one, keeps every row in
+    its split when cleaning settings change, so experiments share one test set.
+    """
     hashed = pd.util.hash_pandas_object(table, index=False).to_numpy()
     # Multiply as Python ints, reduced mod 2**64: the same value numpy's wrapping uint64 product
     # gave, without its overflow RuntimeWarning (any seed >= 2) or OverflowError (seed < 0).
     return pd.util.hash_array(hashed ^ np.uint64(seed * _GOLDEN % 2**64))
 
 
-def assign_splits(table: pd.DataFrame, target: str, cfg: SplitConfig) -> np.ndarray:
-    """Split code per row (0 train, 1 val, 2 test) from the row's hash, so a row's split depends
-    only on its own values and the seed; every class is then guaranteed a row in every split."""
-    position = row_hash(table, cfg.seed).astype(np.float64) / 2.0**64
+def assign_splits(
+    hashes: np.ndarray, labels: np.ndarray, target: str, cfg: SplitConfig
+) -> np.ndarray:
+    """Split code per row (0 train, 1 val, 2 test) from its row hash, so a row's split depends
+    only on its key and the seed; then every class is guaranteed a row in every split."""
+    position = hashes.astype(np.float64) / 2.0**64
     bounds = np.array([cfg.train, cfg.train + cfg.val])
     split = np.searchsorted(bounds, position, side="right").astype(np.int8)
     centres = np.array([cfg.train / 2, cfg.train + cfg.val / 2, 1 - cfg.test / 2])
-    labels = table[target].to_numpy()
     for label in pd.unique(labels):
         rows = np.flatnonzero(labels == label)
         if len(rows) < 3:
@@ -168,3 +181,17 @@ def assign_splits(table: pd.DataFrame, target: str, cfg: SplitConfig) -> np.ndar
             chosen = donors[np.argmin(np.abs(position[donors] - centres[code]))]
             split[chosen] = code
     return split
+
+
+def clean_and_split(
+    raw: pd.DataFrame, data: DataConfig, split: SplitConfig
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The clean stage: clean the raw table, then split it by the hash of each raw row's key."""
+    table, report = clean_table(raw, data)
+    hashes = row_hash(raw[data.key] if data.key else raw, split.seed)[table.index]
+    codes = assign_splits(hashes, table[data.target].to_numpy(), data.target, split)
+    parts = {
+        name: table.loc[codes == code].reset_index(drop=True) for code, name in enumerate(SPLITS)
+    }
+    report["split"] = {name: len(part) for name, part in parts.items()}
+    return parts, report

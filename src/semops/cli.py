@@ -12,11 +12,13 @@ from semops.errors import SemopsError
 def _compose(args: argparse.Namespace) -> None:
     from semops.compose import compose_params
 
-    compose_params(args.overrides)
+    changed = compose_params(args.overrides)
     print(
         "params.yaml composed from conf/"
         + (f" with {' '.join(args.overrides)}" if args.overrides else "")
     )
+    for line in changed:
+        print(f"  changed {line}")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -25,9 +27,13 @@ def _report(args: argparse.Namespace) -> None:
 
     metrics = read_json(paths.EVAL_METRICS)
     test, base = metrics["test"], metrics["baseline_logreg"]
-    print(f"\nTest metrics ({metrics['test_rows']} rows)   model   logreg baseline   lift")
+    lower_is_better = {"brier", "log_loss"}
+    print(
+        f"\nTest metrics ({metrics['test_rows']} rows)   model  logreg baseline  model - baseline"
+    )
     for key in test:
-        print(f"  {key:<22}{test[key]:>9.4f}{base[key]:>12.4f}{test[key] - base[key]:>+12.4f}")
+        name = f"{key} (lower is better)" if key in lower_is_better else key
+        print(f"  {name:<28}{test[key]:>8.4f}{base[key]:>12.4f}{test[key] - base[key]:>+14.4f}")
     print(
         "\nNext:\n"
         "  make ui                     MLflow UI on http://127.0.0.1:5000 (runs, plots, models)\n"
@@ -37,12 +43,14 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _mirror(args: argparse.Namespace) -> None:
-    from semops.tracking import mirror_pending, tracking_uri
+    from semops.tracking import mirror_pending, redact_text, tracking_uri
 
-    done = mirror_pending()
+    done, failed = mirror_pending()
     for result_id, run_id, new in done:
         print(f"mirror: {result_id} -> run {run_id}" + ("" if new else " (already there)"))
-    print(f"mirror: {len(done)} pending result(s) mirrored to {tracking_uri()}")
+    print(f"mirror: {len(done)} pending result(s) mirrored to {redact_text(tracking_uri())}")
+    if failed:
+        raise SemopsError(f"{len(failed)} result(s) still pending:\n  " + "\n  ".join(failed))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from semops.errors import SemopsError
 from semops.io import atomic_path
-from semops.params import PARAMS_FILE, read_params, validate_all
+from semops.params import PARAMS_FILE, flatten, read_params, validate_all
 
 CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
@@ -16,7 +16,9 @@ CONFIG_NAME = "config"
 
 def compose_params(
     overrides: Sequence[str] = (), output: Path = PARAMS_FILE, conf_dir: Path = CONF_DIR
-) -> None:
+) -> list[str]:
+    """Compose, validate and write params.yaml; return the values that changed, as lines
+    (so that recomposing over an applied experiment says what it reset)."""
     from dvc.utils.hydra import compose_and_dump
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -35,4 +37,12 @@ def compose_params(
             )
         except (HydraException, OmegaConfBaseException) as exc:
             raise SemopsError(f"{conf_dir}: cannot compose config: {exc}") from exc
-        validate_all(read_params(tmp))
+        composed = read_params(tmp)
+        validate_all(composed)
+        before = flatten(read_params(output)) if output.exists() else {}
+    after = flatten(composed)
+    return [
+        f"{key}: {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
+        for key in sorted(set(before) | set(after))
+        if before and before.get(key) != after.get(key)
+    ]

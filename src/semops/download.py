@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from semops.errors import SemopsError
 from semops.io import read_table, sha256_file
 from semops.params import FileSource, HfSource, RdatasetsSource, Source, UrlSource
+from semops.paths import project_root
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,11 +58,14 @@ def _fetch_hf(source: HfSource, cache_dir: Path) -> pd.DataFrame:
     import datasets
 
     kwargs: dict[str, Any] = {"split": source.split, "cache_dir": str(cache_dir)}
+    if source.revision is not None:
+        kwargs["revision"] = source.revision
     if source.data_files:
-        missing = [f for f in source.data_files if not Path(f).exists()]
+        files = [project_root() / f for f in source.data_files]
+        missing = [f for f in files if not f.exists()]
         if missing:
             raise SemopsError(f"data.source.data_files: {missing[0]}: file not found")
-        kwargs["data_files"] = source.data_files
+        kwargs["data_files"] = [str(f) for f in files]
     try:
         dataset = datasets.load_dataset(source.name, **kwargs)
     except Exception as exc:  # datasets raises many unrelated types for "cannot load"
@@ -98,7 +103,7 @@ def _fetch_url(source: UrlSource, workdir: Path) -> tuple[pd.DataFrame, dict[str
                         digest.update(chunk)
                         out.write(chunk)
                         bar.update(len(chunk))
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
             raise SemopsError(f"data.source.url: cannot download {source.url}: {exc}") from exc
         if digest.hexdigest() != source.sha256.lower():
             raise SemopsError(
@@ -120,9 +125,12 @@ def _read_as(path: Path, fmt: str, name: str) -> pd.DataFrame:
 
 
 def _fetch_file(source: FileSource) -> tuple[pd.DataFrame, dict[str, Any]]:
-    table = read_table(source.path)
-    digest = sha256_file(source.path)
-    if source.sha256 is not None and digest != source.sha256.lower():
+    # In a queued experiment the working directory is a temporary copy of the repository:
+    # a file that git does not track is only in the main one.
+    path = project_root() / source.path
+    digest = sha256_file(path) if path.exists() else None
+    table = read_table(path)
+    if digest != source.sha256.lower():
         raise SemopsError(
             f"data.source.sha256: checksum mismatch for {source.path}: expected "
             f"{source.sha256.lower()}, got {digest}; update it if the file changed on purpose"

@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 DECIMALS = 6
+_EPS = float(np.finfo(np.float64).eps)
+
+# numpy only, with scikit-learn's definitions (tests/test_evaluation.py holds them equal):
+# importing sklearn.metrics costs the evaluate stage seconds of scipy imports.
+
+
+def _binary_curve(truth: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive counts at each distinct score, from the highest score down."""
+    order = np.argsort(score, kind="mergesort")[::-1]
+    score, truth = score[order], truth[order].astype(np.float64)
+    cut = np.r_[np.flatnonzero(np.diff(score)), truth.size - 1]
+    tps = np.cumsum(truth)[cut]
+    return 1 + cut - tps, tps
+
+
+def roc_auc(truth: np.ndarray, score: np.ndarray) -> float:
+    fps, tps = _binary_curve(truth, score)
+    fpr, tpr = np.r_[0, fps] / fps[-1], np.r_[0, tps] / tps[-1]
+    return float(np.trapezoid(tpr, fpr))
+
+
+def average_precision(truth: np.ndarray, score: np.ndarray) -> float:
+    fps, tps = _binary_curve(truth, score)
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
+
+
+def f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    tp = float(np.sum(truth & predicted))
+    denominator = 2 * tp + np.sum(truth & ~predicted) + np.sum(~truth & predicted)
+    return 2 * tp / denominator if denominator else 0.0
+
+
+def _mean(values: Iterable[float]) -> float:
+    return float(np.mean(list(values)))
 
 
 def classification_metrics(
@@ -15,28 +51,27 @@ def classification_metrics(
 ) -> dict[str, float]:
     """Binary: scores of the positive class (the last column). Multiclass: macro one-vs-rest."""
     n_classes = proba.shape[1]
+    predicted = predicted_labels(proba, threshold)
+    onehot = np.eye(n_classes)[labels]
     if n_classes == 2:
-        score = proba[:, 1]
-        predicted = (score >= threshold).astype(np.int64)
+        score, truth = proba[:, 1], labels == 1
         result = {
-            "roc_auc": skm.roc_auc_score(labels, score),
-            "pr_auc": skm.average_precision_score(labels, score),
-            "f1": skm.f1_score(labels, predicted),
-            "brier": skm.brier_score_loss(labels, score),
+            "roc_auc": roc_auc(truth, score),
+            "pr_auc": average_precision(truth, score),
+            "f1": f1(truth, predicted == 1),
+            "brier": float(np.mean((score - truth) ** 2)),
         }
     else:
-        predicted = proba.argmax(axis=1)
-        onehot = np.eye(n_classes)[labels]
+        present = np.union1d(labels, predicted)
         result = {
-            "roc_auc": skm.roc_auc_score(
-                labels, proba, multi_class="ovr", average="macro", labels=range(n_classes)
-            ),
-            "pr_auc": skm.average_precision_score(onehot, proba, average="macro"),
-            "f1": skm.f1_score(labels, predicted, average="macro"),
+            "roc_auc": _mean(roc_auc(labels == k, proba[:, k]) for k in range(n_classes)),
+            "pr_auc": _mean(average_precision(labels == k, proba[:, k]) for k in range(n_classes)),
+            "f1": _mean(f1(labels == k, predicted == k) for k in present),
             "brier": float(((proba - onehot) ** 2).sum(axis=1).mean()),
         }
-    result["accuracy"] = skm.accuracy_score(labels, predicted)
-    result["log_loss"] = skm.log_loss(labels, proba, labels=range(n_classes))
+    result["accuracy"] = float(np.mean(predicted == labels))
+    picked = np.clip(proba[np.arange(len(labels)), labels], _EPS, 1 - _EPS)
+    result["log_loss"] = float(-np.log(picked).mean())
     return {k: round(float(v), DECIMALS) for k, v in sorted(result.items())}
 
 
@@ -59,14 +94,27 @@ def curve_scores(proba: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
 
 def roc_points(proba: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
     truth, score = curve_scores(proba, labels)
-    fpr, tpr, _ = skm.roc_curve(truth, score, drop_intermediate=True)
-    return {"fpr": _round(fpr), "tpr": _round(tpr)}
+    fps, tps = _binary_curve(truth, score)
+    if len(fps) > 2:  # drop points on straight segments, as scikit-learn does
+        corners = np.logical_or(np.diff(fps, 2), np.diff(tps, 2))
+        keep = np.flatnonzero(np.r_[True, corners, True])
+        fps, tps = fps[keep], tps[keep]
+    return {"fpr": _round(np.r_[0, fps] / fps[-1]), "tpr": _round(np.r_[0, tps] / tps[-1])}
 
 
 def pr_points(proba: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    """Precision against recall, recall falling from 1 to 0 (scikit-learn's order)."""
     truth, score = curve_scores(proba, labels)
-    precision, recall, _ = skm.precision_recall_curve(truth, score, drop_intermediate=True)
-    return {"recall": _round(recall), "precision": _round(precision)}
+    fps, tps = _binary_curve(truth, score)
+    if len(fps) > 2:
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(tps[:-1]), np.diff(tps[1:])), True])
+        fps, tps = fps[keep], tps[keep]
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return {
+        "recall": _round(np.r_[recall[::-1], 0]),
+        "precision": _round(np.r_[precision[::-1], 1]),
+    }
 
 
 def calibration_points(proba: np.ndarray, labels: np.ndarray, bins: int) -> dict[str, list[Any]]:

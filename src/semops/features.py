@@ -6,20 +6,18 @@ the categories seen in training, an unseen or missing category encoding as all z
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semops.clean import is_categorical, normalised_label
 from semops.errors import SemopsError
+from semops.featureio import LABEL
 from semops.params import FeaturizeConfig
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-
-LABEL = "label"
 
 
 def fit_featurizer(
@@ -99,15 +97,3 @@ def _codes(column: pd.Series, categories: list[str]) -> np.ndarray:
     else:
         as_category = column.astype(pd.CategoricalDtype(categories))
     return np.asarray(as_category.cat.codes.to_numpy(), dtype=np.int64)
-
-
-def load_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read a processed split as (X float32 matrix, y int64 labels, feature names)."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    names = [n for n in table.column_names if n != LABEL]
-    features = np.empty((table.num_rows, len(names)), dtype=np.float32)
-    for j, name in enumerate(names):
-        features[:, j] = table.column(name).to_numpy()
-    return features, table.column(LABEL).to_numpy().astype(np.int64), names

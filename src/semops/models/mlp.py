@@ -49,9 +49,7 @@ def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained
     device = resolve_device(train.device)
     seed_everything(train, device)
     network = build_network(data.x_train.shape[1], data.n_classes, model_cfg).to(device)
-    optimizer = torch.optim.AdamW(
-        network.parameters(), lr=train.lr, weight_decay=train.weight_decay
-    )
+    optimizer = AdamW(list(network.parameters()), lr=train.lr, weight_decay=train.weight_decay)
     autocast = torch.autocast(
         device_type=device.type, dtype=torch.bfloat16, enabled=train.amp and device.type == "cuda"
     )
@@ -71,7 +69,7 @@ def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained
             batch = order[start : start + train.batch_size]
             with autocast:
                 loss = nn.functional.cross_entropy(network(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach().float() * len(batch)
@@ -82,7 +80,46 @@ def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained
             best_state = _snapshot(network)
         elif stopper.should_stop:
             break
-    return Trained(best_state, history, stopper.best_epoch)
+    return Trained(best_state, history, stopper.best_epoch, device=device.type)
+
+
+class AdamW:
+    """torch.optim.AdamW's update, operation for operation (its single-tensor path, the one torch
+    takes on CPU, so the weights come out bit-identical): torch's optimizers import torch._dynamo
+    on their first step, seconds that every run of the train stage would pay for nothing."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = params
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        for param in self.params:
+            param.grad = None
+
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        self.steps += 1
+        step_size = self.lr / (1 - beta1**self.steps)
+        bias_correction2_sqrt = (1 - beta2**self.steps) ** 0.5
+        with torch.no_grad():
+            for param, (mean, square) in zip(self.params, self.moments, strict=True):
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                param.mul_(1 - self.lr * self.weight_decay)
+                mean.lerp_(grad, 1 - beta1)
+                square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (square.sqrt() / bias_correction2_sqrt).add_(self.eps)
+                param.addcdiv_(mean, denom, value=-step_size)
 
 
 def _snapshot(network: nn.Module) -> dict[str, np.ndarray]:
