@@ -212,3 +212,18 @@ def test_featurize_after_parquet_round_trip_of_the_splits(
     spec = fit_featurizer(train_back, "y", "bad", CFG)
     assert spec == fit_featurizer(train, "y", "bad", CFG)
     assert transform(other_back, spec).equals(transform(other, spec))
+
+
+def test_load_features_refuses_nulls_and_other_types(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from semops.errors import SemopsError
+
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"x": pa.array([1.0, None], pa.float32()), "label": [0, 1]}), path)
+    with pytest.raises(SemopsError, match="1 nulls"):
+        load_features(path)
+    pq.write_table(pa.table({"x": pa.array([1.0, 2.0], pa.float64()), "label": [0, 1]}), path)
+    with pytest.raises(SemopsError, match="type double"):
+        load_features(path)

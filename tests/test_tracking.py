@@ -33,6 +33,8 @@ def make_bundle(directory: Path, result_id: str = "r1", exp: str = "workspace") 
     }
     (directory / BUNDLE).write_text(json.dumps(bundle))
     (directory / "roc.csv").write_text("fpr,tpr\n0,0\n0.5,0.8\n1,1\n")
+    (directory / "plots").mkdir()
+    (directory / "plots" / "roc.png").write_bytes(b"\x89PNG\r\n")
     (directory / "model").mkdir()
     (directory / "model" / "model.json").write_text("{}")
     return directory

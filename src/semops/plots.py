@@ -85,3 +85,11 @@ def render_all(data_dir: Path, out_dir: Path) -> list[Path]:
         ax.legend()
         save(fig, "history")
     return rendered
+
+
+if __name__ == "__main__":
+    import sys
+
+    out = Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    render_all(Path(sys.argv[1]), out)

@@ -16,7 +16,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +138,10 @@ def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
-def spool(bundle: dict[str, Any]) -> Path:
-    """Write the bundle and copies of its files under pending/ (atomically, by rename)."""
+def spool(bundle: dict[str, Any], while_rendering: Callable[[], object] = lambda: None) -> Path:
+    """Write the bundle, copies of its files and PNG renderings of its plots under pending/
+    (atomically, by rename). The plots are drawn by a subprocess, so `while_rendering` runs at
+    the same time on the other core (matplotlib's import alone takes over a second)."""
     target = pending_dir() / bundle["tags"][RESULT_TAG]
     if target.exists():
         return target
@@ -148,10 +152,24 @@ def spool(bundle: dict[str, Any]) -> Path:
         for path in PLOT_FILES:
             shutil.copy2(path, staging / path.name)
         shutil.copytree(paths.MODEL_DIR, staging / "model")
+        renderer = subprocess.Popen(
+            [sys.executable, "-m", "semops.plots", str(staging), str(staging / "plots")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        while_rendering()
+        _, errors = renderer.communicate()
+        if renderer.returncode != 0:
+            raise SemopsError(f"rendering the plots failed: {errors.strip()}")
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _import_mlflow_client() -> None:
+    _configure_client_env()
+    import mlflow.tracking  # noqa: F401 (seconds of imports, done while the plots render)
 
 
 def _configure_client_env() -> None:
@@ -217,11 +235,7 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
     for name in sorted(os.listdir(directory)):
         if name.endswith(".csv"):
             client.log_artifact(run_id, str(directory / name), "plots/data")
-    with tempfile.TemporaryDirectory() as images:
-        from semops.plots import render_all
-
-        for image in render_all(directory, Path(images)):
-            client.log_artifact(run_id, str(image), "plots")
+    client.log_artifacts(run_id, str(directory / "plots"), "plots")
     client.log_artifacts(run_id, str(directory / "model"), "model")
     client.log_batch(run_id, tags=[RunTag(COMPLETE_TAG, "true")])
     client.set_terminated(run_id)
@@ -281,7 +295,7 @@ def track_workspace(experiment: str) -> tuple[str, str]:
     """
     bundle = build_bundle(experiment)
     result_id = bundle["tags"][RESULT_TAG]
-    directory = spool(bundle)
+    directory = spool(bundle, while_rendering=_import_mlflow_client)
     uri = tracking_uri()
     try:
         run_id, new = log_bundle(directory, uri)
