@@ -12,6 +12,10 @@ UI_PORT ?= 5000
 # Linux torch wheel is the CUDA build. Empty: use pip's configured indexes.
 TORCH_INDEX_URL ?=
 EXTRAS ?= mlops,notebooks,dev
+# Hydra overrides for `make params/repro/run`, e.g. make run O='data=churn model=gbdt'
+O ?=
+# `make show`: experiments with their test metrics and the params that differ, best first
+SHOW_DROP := Created|State|Executor|.*clean\.json.*|.*split\..*|baseline_logreg\..*|lift_over_baseline\..*|test_rows|epochs_run|best_.*|data/.*|src/.*|stages/.*|data\..*|featurize\..*|evaluate\..*|tracking\..*|train\.(threads|amp|device|early_stopping\..*|weight_decay|epochs)
 
 ifneq (,$(wildcard .env))
 include .env
@@ -19,7 +23,7 @@ export
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup params run repro exp ui mirror test lint bench clean
+.PHONY: help setup params run repro exp show ui mirror test lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,8 +42,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## Create .venv and install the project (CPU torch where there is no GPU)
 
-params: $(STAMP) ## Compose conf/ into params.yaml (validated)
-	@$(BIN)/semops compose
+params: $(STAMP) ## Compose conf/ (+ overrides O='key=value ...') into params.yaml, validated
+	@$(BIN)/semops compose $(O)
 
 repro: params ## Compose params, then run the stages whose inputs changed
 	@$(BIN)/dvc repro
@@ -50,7 +54,10 @@ run: repro ## Set up, run the whole pipeline on the bundled data, print test met
 exp: $(STAMP) ## A small example sweep: three models, queued and run, then compared
 	$(BIN)/dvc exp run --queue -S 'model=mlp,logreg,gbdt'
 	$(BIN)/dvc exp run --run-all
-	$(BIN)/dvc exp show --only-changed --drop 'Created|State|Executor'
+	@$(MAKE) -s show
+
+show: $(STAMP) ## Experiments side by side: test metrics and the params that differ, best first
+	@$(BIN)/dvc exp show --no-pager --only-changed --drop '$(SHOW_DROP)' --sort-by test.roc_auc --sort-order desc
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over mlruns/ (every run, plots, model)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \

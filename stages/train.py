@@ -30,7 +30,7 @@ def main() -> None:
         },
     )
     print(
-        f"train: {model_cfg.name}, {len(fitted.history)} epochs, "
+        f"train: {model_cfg.name}, epochs run {len(fitted.history)}, "
         f"best {fitted.best_epoch}: val_loss {best['val_loss']:.4f}"
     )
 

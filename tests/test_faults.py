@@ -159,3 +159,18 @@ def test_stage_killed_mid_write_leaves_no_half_written_output(toy: Path) -> None
     after = outputs(toy)
     assert after != before
     assert not [p for p in (toy / "data").rglob(".*.tmp*")]  # the killed run's temp file is gone
+
+
+def test_misspelled_column_fails_at_compose_once_the_data_is_downloaded(tmp_path: Path) -> None:
+    for name in ("conf", ".dvc"):
+        (tmp_path / name).symlink_to(REPO / name)
+    manifest = tmp_path / "data/raw/credit/manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"columns": ["rownames", "Status", "Age"]}')
+    (tmp_path / "params.yaml").write_text("untouched: true\n")
+    result = run(["semops", "compose", "data.target=Statsu"], tmp_path, check=False)
+    assert result.returncode == 1
+    assert "data.target: column 'Statsu' not found; available columns: rownames, Status, Age" in (
+        result.stderr
+    )
+    assert (tmp_path / "params.yaml").read_text() == "untouched: true\n"

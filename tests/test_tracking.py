@@ -94,7 +94,7 @@ def test_mirror_logs_each_pending_bundle_and_reports_failures(tmp_path: Path, st
     (pending / "bbb" / BUNDLE).write_text("{not json")
     make_bundle(pending / "ccc", result_id="ccc")
     done, failed = mirror_pending(store)
-    assert [(result, new) for result, _, new in done] == [("aaa", True), ("ccc", True)]
+    assert [(result, new) for result, _, new, _ in done] == [("aaa", True), ("ccc", True)]
     assert len(failed) == 1 and failed[0].startswith("bbb: ")
     assert sorted(p.name for p in pending.iterdir()) == ["bbb"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -13,24 +12,6 @@ from semops.params import DataConfig, SplitConfig
 from semops.paths import SPLITS
 
 _GOLDEN = 0x9E3779B97F4A7C15
-
-
-def check_columns(table: pd.DataFrame, cfg: DataConfig) -> None:
-    """Fail naming the config key and the available columns when a configured column is absent."""
-    available = ", ".join(map(str, table.columns))
-    wanted: list[tuple[str, Iterable[str]]] = [
-        ("data.target", [cfg.target]),
-        ("data.drop", cfg.drop),
-        ("data.types", cfg.types),
-        ("data.valid", cfg.valid),
-        ("data.key", cfg.key),
-    ]
-    for key, columns in wanted:
-        for column in columns:
-            if column not in table.columns:
-                raise SemopsError(
-                    f"{key}: column {column!r} not found; available columns: {available}"
-                )
 
 
 def normalise_categorical(values: pd.Series) -> pd.Series:
@@ -61,7 +42,7 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
 
     The kept rows keep their index in the raw table, so each can be traced to its raw row.
     """
-    check_columns(raw, cfg)
+    cfg.check_columns([str(c) for c in raw.columns])
     table = raw.drop(columns=cfg.drop)
     unparseable: dict[str, int] = {}
     impossible: dict[str, int] = {}

@@ -37,7 +37,7 @@ def _report(args: argparse.Namespace) -> None:
     print(
         "\nNext:\n"
         "  make ui                     MLflow UI on http://127.0.0.1:5000 (runs, plots, models)\n"
-        "  dvc exp show                all experiments side by side\n"
+        "  make show                   all experiments side by side, best first\n"
         "  dvc exp run -S model=gbdt   try another model; `make exp` runs a small sweep\n"
     )
 
@@ -46,9 +46,13 @@ def _mirror(args: argparse.Namespace) -> None:
     from semops.tracking import mirror_pending, redact_text, tracking_uri
 
     done, failed = mirror_pending()
-    for result_id, run_id, new in done:
-        print(f"mirror: {result_id} -> run {run_id}" + ("" if new else " (already there)"))
-    print(f"mirror: {len(done)} pending result(s) mirrored to {redact_text(tracking_uri())}")
+    here = redact_text(tracking_uri())
+    for result_id, run_id, new, meant_for in done:
+        notes = [] if new else ["already there"]
+        if meant_for and meant_for != here:
+            notes.append(f"it was produced for {meant_for}")
+        print(f"mirror: {result_id} -> run {run_id}" + (f" ({'; '.join(notes)})" if notes else ""))
+    print(f"mirror: {len(done)} pending result(s) mirrored to {here}")
     if failed:
         raise SemopsError(f"{len(failed)} result(s) still pending:\n  " + "\n  ".join(failed))
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from semops import paths
 from semops.errors import SemopsError
-from semops.io import atomic_path
-from semops.params import PARAMS_FILE, flatten, read_params, validate_all
+from semops.io import atomic_path, read_json
+from semops.params import PARAMS_FILE, flatten, parse_section, read_params, validate_all
 
 CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
@@ -39,6 +41,7 @@ def compose_params(
             raise SemopsError(f"{conf_dir}: cannot compose config: {exc}") from exc
         composed = read_params(tmp)
         validate_all(composed)
+        check_against_raw_data(composed)
         before = flatten(read_params(output)) if output.exists() else {}
     after = flatten(composed)
     return [
@@ -46,3 +49,12 @@ def compose_params(
         for key in sorted(set(before) | set(after))
         if before and before.get(key) != after.get(key)
     ]
+
+
+def check_against_raw_data(params: dict[str, Any]) -> None:
+    """Once a data set is downloaded, its columns are known: a misspelled column fails here,
+    before `dvc repro` clears the outputs of the stage that would fail on it."""
+    data = parse_section("data", params)
+    manifest = paths.raw_manifest(data.name)
+    if manifest.exists():
+        data.check_columns(read_json(manifest)["columns"])

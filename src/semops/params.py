@@ -115,6 +115,23 @@ class DataConfig:
     # empty: the whole raw row.
     key: list[str] = field(default_factory=list)
 
+    def check_columns(self, available: list[str]) -> None:
+        """Fail naming the key and listing the columns when a configured column is absent."""
+        wanted = {
+            "data.target": [self.target],
+            "data.drop": self.drop,
+            "data.types": list(self.types),
+            "data.valid": list(self.valid),
+            "data.key": self.key,
+        }
+        for key, columns in wanted.items():
+            for column in columns:
+                if column not in available:
+                    raise ConfigError(
+                        f"{key}: column {column!r} not found; available columns: "
+                        + ", ".join(available)
+                    )
+
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"data.name must be letters, digits, '-' or '_', got {self.name!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -126,6 +127,7 @@ def build_bundle(experiment: str) -> dict[str, Any]:
     }
     return {
         "experiment": experiment,
+        "tracking_uri": redact_text(tracking_uri()),
         "run_name": exp_name or f"workspace-{result_id[:8]}",
         "params": params,
         "metrics": metrics,
@@ -170,6 +172,17 @@ def spool(bundle: dict[str, Any], while_rendering: Callable[[], object] = lambda
 def _import_mlflow_client() -> None:
     _configure_client_env()
     import mlflow.tracking  # noqa: F401 (seconds of imports, done while the plots render)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not the store's table creation
+
+
+def short_reason(exc: BaseException, limit: int = 160) -> str:
+    """The gist of a client error: MLflow's own messages quote whole request URLs and causes."""
+    text = f"{type(exc).__name__}: {exc}"
+    for gist in ("Connection refused", "timed out", "Name or service not known", "status code 5"):
+        if gist in text:
+            return gist
+    return redact_text(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def _configure_client_env() -> None:
@@ -267,10 +280,11 @@ def is_unreachable(exc: BaseException) -> bool:
     return any(sign in message for sign in signs)
 
 
-def mirror_pending(uri: str | None = None) -> tuple[list[tuple[str, str, bool]], list[str]]:
+def mirror_pending(uri: str | None = None) -> tuple[list[tuple[str, str, bool, str]], list[str]]:
     """Log every pending bundle, each on its own: one that fails does not stop the others.
 
-    Returns (result id, run id, new) for each logged bundle, and a message for each failure.
+    Returns (result id, run id, new, the store it was meant for) for each logged bundle, and a
+    message for each failure.
     """
     uri = uri or tracking_uri()
     done, failed = [], []
@@ -279,11 +293,12 @@ def mirror_pending(uri: str | None = None) -> tuple[list[tuple[str, str, bool]],
         if directory.name.startswith(".") or not (directory / BUNDLE).exists():
             continue
         try:
+            meant_for = str(read_json(directory / BUNDLE).get("tracking_uri", ""))
             run_id, new = log_bundle(directory, uri)
         except Exception as exc:  # reported per bundle; the bundle stays pending
-            failed.append(f"{directory.name}: {redact_text(f'{type(exc).__name__}: {exc}')}")
+            failed.append(f"{directory.name}: {short_reason(exc)}")
             continue
-        done.append((directory.name, run_id, new))
+        done.append((directory.name, run_id, new, meant_for))
     return done, failed
 
 
@@ -300,7 +315,7 @@ def track_workspace(experiment: str) -> tuple[str, str]:
     try:
         run_id, new = log_bundle(directory, uri)
     except Exception as exc:  # the client raises many types; sorted out just below
-        reason = redact_text(f"{type(exc).__name__}: {exc}")
+        reason = short_reason(exc)
         if not is_unreachable(exc):
             raise TrackingRejected(
                 f"MLflow at {redact_text(uri)} refused result {result_id} ({reason}); it is kept "
