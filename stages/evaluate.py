@@ -17,7 +17,9 @@ def main() -> None:
     proba = classifier.predict_proba(x_test)
     scores = ev.classification_metrics(proba, y_test, cfg.threshold)
     baseline = ev.classification_metrics(
-        fit_logreg(x_train, y_train).predict_proba(x_test), y_test, cfg.threshold
+        fit_logreg(x_train, y_train, len(meta["classes"])).predict_proba(x_test),
+        y_test,
+        cfg.threshold,
     )
     write_json(
         paths.EVAL_METRICS,

@@ -399,3 +399,23 @@ def test_rows_sharing_a_key_share_a_split() -> None:
 def test_valid_range_on_a_categorical_column_is_an_error() -> None:
     with pytest.raises(SemopsError, match=r"data.valid.colour: 'colour' is categorical"):
         clean_table(raw_table(), data_cfg(valid={"colour": ValidRange(0, 1)}))
+
+
+def test_key_groups_stay_whole_when_a_rare_class_is_placed() -> None:
+    raw = big_raw(300)
+    raw["y"] = "good"
+    raw.loc[raw["group"].isin(["g0", "g1", "g2"]), "y"] = "bad"  # three groups hold the class
+    parts, _ = clean_and_split(raw, data_cfg(valid={}, key=["group"]), SPLIT)
+    homes: dict[str, set[str]] = {}
+    for name, part in parts.items():
+        assert (part["y"] == "bad").any(), f"no rare row in {name}"
+        for group in part["group"]:
+            homes.setdefault(str(group), set()).add(name)
+    assert all(len(splits) == 1 for splits in homes.values())
+
+
+def test_a_class_in_fewer_than_three_key_groups_is_an_error() -> None:
+    raw = big_raw(300)
+    raw["y"] = np.where(raw["group"].isin(["g0", "g1"]), "bad", "good")
+    with pytest.raises(SemopsError, match="class 'bad' of 'y' has 2 row"):
+        clean_and_split(raw, data_cfg(valid={}, key=["group"]), SPLIT)

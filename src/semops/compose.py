@@ -3,6 +3,7 @@ validating the result before it replaces params.yaml."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,14 @@ from typing import Any
 from semops import paths
 from semops.errors import SemopsError
 from semops.io import atomic_path, read_json
-from semops.params import PARAMS_FILE, flatten, parse_section, read_params, validate_all
+from semops.params import (
+    PARAMS_FILE,
+    ConfigError,
+    flatten,
+    parse_section,
+    read_params,
+    validate_all,
+)
 
 CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
@@ -42,7 +50,7 @@ def compose_params(
         composed = read_params(tmp)
         validate_all(composed)
         check_against_raw_data(composed)
-        before = flatten(read_params(output)) if output.exists() else {}
+        before = previous_values(output)
     after = flatten(composed)
     return [
         f"{key}: {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
@@ -51,10 +59,22 @@ def compose_params(
     ]
 
 
+def previous_values(path: Path) -> dict[str, Any]:
+    """The flattened params being replaced; none when the file is absent or broken (a merge
+    conflict, say): composing is how it gets repaired."""
+    try:
+        return flatten(read_params(path)) if path.exists() else {}
+    except ConfigError:
+        return {}
+
+
 def check_against_raw_data(params: dict[str, Any]) -> None:
     """Once a data set is downloaded, its columns are known: a misspelled column fails here,
     before `dvc repro` clears the outputs of the stage that would fail on it."""
     data = parse_section("data", params)
-    manifest = paths.raw_manifest(data.name)
-    if manifest.exists():
-        data.check_columns(read_json(manifest)["columns"])
+    manifest_path = paths.raw_manifest(data.name)
+    if not manifest_path.exists():
+        return
+    manifest = read_json(manifest_path)
+    if manifest.get("source") == dataclasses.asdict(data.source):  # else download runs again
+        data.check_columns(manifest["columns"])

@@ -65,6 +65,8 @@ def _fetch_hf(source: HfSource, cache_dir: Path) -> pd.DataFrame:
         missing = [f for f in files if not f.exists()]
         if missing:
             raise SemopsError(f"data.source.data_files: {missing[0]}: file not found")
+        for file, expected in zip(files, source.sha256, strict=True):
+            verify_sha256(file, expected)
         kwargs["data_files"] = [str(f) for f in files]
     try:
         dataset = datasets.load_dataset(source.name, **kwargs)
@@ -128,11 +130,16 @@ def _fetch_file(source: FileSource) -> tuple[pd.DataFrame, dict[str, Any]]:
     # In a queued experiment the working directory is a temporary copy of the repository:
     # a file that git does not track is only in the main one.
     path = project_root() / source.path
-    digest = sha256_file(path) if path.exists() else None
     table = read_table(path)
-    if digest != source.sha256.lower():
+    return table, {"source_sha256": verify_sha256(path, source.sha256)}
+
+
+def verify_sha256(path: Path, expected: str) -> str:
+    """The file's sha256, which must be the configured one."""
+    digest = sha256_file(path)
+    if digest != expected.lower():
         raise SemopsError(
-            f"data.source.sha256: checksum mismatch for {source.path}: expected "
-            f"{source.sha256.lower()}, got {digest}; update it if the file changed on purpose"
+            f"data.source.sha256: checksum mismatch for {path}: expected {expected.lower()}, "
+            f"got {digest}; update it if the file changed on purpose"
         )
-    return table, {"source_sha256": digest}
+    return digest

@@ -7,11 +7,14 @@ from typing import Any
 
 import numpy as np
 
-DECIMALS = 6
-_EPS = float(np.finfo(np.float64).eps)
+from semops.errors import SemopsError
+from semops.models import log_loss
 
-# numpy only, with scikit-learn's definitions (tests/test_evaluation.py holds them equal):
-# importing sklearn.metrics costs the evaluate stage seconds of scipy imports.
+DECIMALS = 6
+
+# numpy only: importing sklearn.metrics costs the evaluate stage seconds of scipy imports. ROC
+# AUC, average precision, F1, log loss and the ROC/PR curves follow scikit-learn's definitions
+# (tests/test_evaluation.py holds them equal); calibration bins are [a, b), the last one closed.
 
 
 def _binary_curve(truth: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +54,9 @@ def classification_metrics(
 ) -> dict[str, float]:
     """Binary: scores of the positive class (the last column). Multiclass: macro one-vs-rest."""
     n_classes = proba.shape[1]
+    absent = sorted(set(range(n_classes)) - set(np.unique(labels).tolist()))
+    if absent:
+        raise SemopsError(f"the test split has no rows of class index {absent}; AUCs are undefined")
     predicted = predicted_labels(proba, threshold)
     onehot = np.eye(n_classes)[labels]
     if n_classes == 2:
@@ -70,8 +76,7 @@ def classification_metrics(
             "brier": float(((proba - onehot) ** 2).sum(axis=1).mean()),
         }
     result["accuracy"] = float(np.mean(predicted == labels))
-    picked = np.clip(proba[np.arange(len(labels)), labels], _EPS, 1 - _EPS)
-    result["log_loss"] = float(-np.log(picked).mean())
+    result["log_loss"] = log_loss(proba, labels)
     return {k: round(float(v), DECIMALS) for k, v in sorted(result.items())}
 
 

@@ -50,19 +50,27 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*.tmpdir"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a process killed mid-write
+    for previous in target.parent.glob(f".{target.name}.*.previous"):
+        if not target.exists() and (previous / target.name).exists():
+            os.replace(previous / target.name, target)  # killed between the two renames below
+        shutil.rmtree(previous, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmpdir", dir=target.parent))
     try:
         yield tmp
         tmp.chmod(0o755)
-        if target.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmpdir", dir=target.parent)
-            )
-            os.replace(target, old / target.name)
+        if not target.exists():
             os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
+            return
+        previous = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".previous", dir=target.parent)
+        )
+        os.replace(target, previous / target.name)
+        try:
             os.replace(tmp, target)
+        except BaseException:
+            os.replace(previous / target.name, target)
+            raise
+        shutil.rmtree(previous)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,6 +7,7 @@ value fails with a message naming the key path and the bad value.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,13 @@ class ConfigError(SemopsError):
 # --------------------------------------------------------------------------- data
 
 
+# Query parameters that carry credentials: tokens, API keys, pre-signed URL signatures.
+SECRET_QUERY = re.compile(
+    r"[?&][^=&#]*(token|key|secret|password|passwd|sig|signature|credential|auth)[^=&#]*=",
+    re.IGNORECASE,
+)
+
+
 def check_sha256(value: str) -> None:
     digest = value.lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -49,11 +57,22 @@ class HfSource:
     kind: Literal["hf"]
     name: str
     data_files: list[str] = field(default_factory=list)
+    # One per data file, in order: DVC sees these params, not the files (as for `file` sources).
+    sha256: list[str] = field(default_factory=list)
     split: str = "train"
     # A hub commit, tag or branch: pin it, or a new upstream version changes the data unseen.
     revision: str | None = None
     # Remote hub access is opt-in: offline, a hub name not in the local cache fails at once.
     offline: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != len(self.data_files):
+            raise ConfigError(
+                f"data.source.sha256 needs one digest per data file: {len(self.data_files)} "
+                f"file(s), {len(self.sha256)} digest(s)"
+            )
+        for digest in self.sha256:
+            check_sha256(digest)
 
 
 @dataclass(frozen=True)
@@ -64,10 +83,10 @@ class UrlSource:
     format: Literal["csv", "parquet"] = "csv"
 
     def __post_init__(self) -> None:
-        if "@" in self.url.split("://", 1)[-1].split("/", 1)[0]:
+        if "@" in self.url.split("://", 1)[-1].split("/", 1)[0] or SECRET_QUERY.search(self.url):
             raise ConfigError(
-                "data.source.url must not embed credentials (user:password@host): params.yaml is "
-                "committed and logged"
+                "data.source.url must not embed credentials (user:password@host, or a token, key "
+                "or signature in the query): params.yaml is committed and logged"
             )
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -191,7 +210,7 @@ class MlpConfig:
 class LogregConfig:
     name: Literal["logreg"]
     C: float = 1.0
-    max_iter: int = 1000
+    max_iter: int = 100
 
     def __post_init__(self) -> None:
         _positive("model.C", self.C)

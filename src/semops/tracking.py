@@ -95,6 +95,20 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
+def git_dirty() -> bool:
+    """Whether code or config differs from the commit (the commit alone does not describe the
+    run); dvc.lock and params.yaml are left out: DVC rewrites them as the pipeline runs."""
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return False  # an experiment: its params and outputs are committed to its own ref
+    result = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src", "stages", "conf", "dvc.yaml"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return bool(result.stdout.strip())
+
+
 def build_bundle(experiment: str) -> dict[str, Any]:
     raw_params = read_params()
     params = {mlflow_key(k): _param_value(v) for k, v in flatten(raw_params).items()}
@@ -118,6 +132,7 @@ def build_bundle(experiment: str) -> dict[str, Any]:
     tags = {
         RESULT_TAG: result_id,
         "git_commit": git_commit(),
+        "git_dirty": str(git_dirty()).lower(),
         "dvc_experiment": exp_name or "workspace",
         "data_sha256": data_hash,
         "model_sha256": model_hash,
@@ -159,8 +174,10 @@ def spool(bundle: dict[str, Any], while_rendering: Callable[[], object] = lambda
             stderr=subprocess.PIPE,
             text=True,
         )
-        while_rendering()
-        _, errors = renderer.communicate()
+        try:
+            while_rendering()
+        finally:
+            _, errors = renderer.communicate()
         if renderer.returncode != 0:
             raise SemopsError(f"rendering the plots failed: {errors.strip()}")
         os.replace(staging, target)
@@ -171,18 +188,24 @@ def spool(bundle: dict[str, Any], while_rendering: Callable[[], object] = lambda
 
 def _import_mlflow_client() -> None:
     _configure_client_env()
-    import mlflow.tracking  # noqa: F401 (seconds of imports, done while the plots render)
+    try:
+        import mlflow.tracking  # noqa: F401 (seconds of imports, done while the plots render)
+    except ImportError as exc:
+        raise SemopsError(
+            f"the track stage needs MLflow ({exc}); install the project with its `mlops` "
+            "extra: pip install -e '.[mlops]' (make setup does)"
+        ) from exc
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not the store's table creation
 
 
 def short_reason(exc: BaseException, limit: int = 160) -> str:
     """The gist of a client error: MLflow's own messages quote whole request URLs and causes."""
-    text = f"{type(exc).__name__}: {exc}"
+    text = redact_text(f"{type(exc).__name__}: {exc}")
     for gist in ("Connection refused", "timed out", "Name or service not known", "status code 5"):
         if gist in text:
             return gist
-    return redact_text(text if len(text) <= limit else text[: limit - 1] + "…")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _configure_client_env() -> None:
@@ -211,6 +234,12 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
     bundle = read_json(directory / BUNDLE)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(bundle["experiment"])
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise TrackingRejected(
+            f"MLflow experiment {bundle['experiment']!r} is deleted: restore it (`mlflow "
+            f"experiments restore --experiment-id {experiment.experiment_id}`) or set "
+            "tracking.experiment to another name"
+        )
     if experiment is None:
         location = None
         if uri.startswith("sqlite:"):
@@ -257,27 +286,32 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """Whether an MLflow client error means the store could not be reached at all."""
-    unreachable = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError")
-    message = str(exc)
+    """Whether an MLflow client error means the store could not be reached at all: no
+    connection, a timeout, or a gateway saying the server behind it is down (502, 503, 504).
+    A server that answers with an error (500, 4xx) was reached: its refusal is not hidden."""
     current: BaseException | None = exc
     while current is not None:
-        if type(current).__name__ in unreachable or isinstance(
-            current, ConnectionError | TimeoutError
-        ):
+        if isinstance(current, ConnectionError | TimeoutError) or type(current).__name__ in {
+            "NewConnectionError",
+            "ConnectTimeoutError",
+            "ReadTimeoutError",
+            "ConnectTimeout",
+            "ReadTimeout",
+        }:
             return True
         current = current.__cause__ or current.__context__
+    # MLflow re-raises client errors as MlflowException with the cause only in the message.
     signs = (
-        "Max retries exceeded",
+        "NewConnectionError",
         "Connection refused",
-        "timed out",
-        "Failed to establish",
-        "unable to open database file",
-        "status code 502",
-        "status code 503",
-        "status code 504",
+        "ConnectTimeout",
+        "Read timed out",
+        "Name or service not known",
+        "too many 502 error responses",
+        "too many 503 error responses",
+        "too many 504 error responses",
     )
-    return any(sign in message for sign in signs)
+    return any(sign in str(exc) for sign in signs)
 
 
 def mirror_pending(uri: str | None = None) -> tuple[list[tuple[str, str, bool, str]], list[str]]:
@@ -332,4 +366,4 @@ def track_workspace(experiment: str) -> tuple[str, str]:
 
 def redact_text(text: str) -> str:
     """Hide credentials embedded in URLs (scheme://user:password@host) anywhere in a text."""
-    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
+    return re.sub(r"(\w+://)[^/\s]*@", r"\1***@", text)

@@ -2,7 +2,7 @@
 and load from a directory of safetensors + JSON (nothing is unpickled on load).
 
 Each kind lives in its own module, imported only when used: torch to train `mlp`, scikit-learn
-to fit `logreg` and `gbdt`; loading and predicting needs numpy alone.
+to fit `gbdt`; `logreg` is numpy throughout, and loading and predicting needs numpy alone.
 """
 
 from __future__ import annotations
@@ -156,8 +156,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def binary_to_two_columns(p_positive: np.ndarray) -> np.ndarray:
-    return np.column_stack([1.0 - p_positive, p_positive])
+def scores_to_proba(scores: np.ndarray) -> np.ndarray:
+    """Class probabilities from raw scores: one column is a binary logit, more are softmaxed."""
+    if scores.shape[1] == 1:
+        positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+        return np.column_stack([1.0 - positive, positive])
+    return softmax(scores)
 
 
 def history_row(
@@ -172,5 +176,7 @@ def history_row(
 
 
 def log_loss(proba: np.ndarray, labels: np.ndarray) -> float:
-    picked = np.clip(proba[np.arange(len(labels)), labels], 1e-15, 1.0)
+    """Mean negative log-likelihood, probabilities clipped to [eps, 1 - eps] like scikit-learn."""
+    eps = float(np.finfo(np.float64).eps)
+    picked = np.clip(proba[np.arange(len(labels)), labels], eps, 1 - eps)
     return float(-np.log(picked).mean())

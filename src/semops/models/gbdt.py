@@ -12,10 +12,9 @@ from semops.models import (
     EarlyStopper,
     Trained,
     TrainingData,
-    binary_to_two_columns,
     history_row,
     log_loss,
-    softmax,
+    scores_to_proba,
 )
 from semops.params import GbdtConfig, TrainConfig
 
@@ -58,13 +57,7 @@ class TreeEnsemble:
         final = np.tile(self.baseline, (len(features), 1))
         for final in self.staged_scores(features):  # noqa: B007 (the last stage is the result)
             pass
-        return to_proba(final)
-
-
-def to_proba(scores: np.ndarray) -> np.ndarray:
-    if scores.shape[1] == 1:
-        return binary_to_two_columns(1.0 / (1.0 + np.exp(-scores[:, 0])))
-    return softmax(scores)
+        return scores_to_proba(final)
 
 
 def export_trees(model: Any) -> dict[str, np.ndarray]:
@@ -108,7 +101,10 @@ def fit(model: GbdtConfig, train: TrainConfig, data: TrainingData) -> Trained:
         early_stopping=False,
         random_state=train.seed,
     )
-    estimator.fit(data.x_train, data.y_train)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=train.threads, user_api="openmp"):
+        estimator.fit(data.x_train, data.y_train)
     tensors = export_trees(estimator)
     ensemble = TreeEnsemble(tensors)
     per_round = len(estimator._predictors[0])
@@ -120,8 +116,10 @@ def fit(model: GbdtConfig, train: TrainConfig, data: TrainingData) -> Trained:
     for tree, (train_scores, val_scores) in enumerate(stages, start=1):
         if tree % per_round:
             continue
-        train_loss = log_loss(to_proba(train_scores), data.y_train)
-        history.append(history_row(tree // per_round, train_loss, to_proba(val_scores), data.y_val))
+        train_loss = log_loss(scores_to_proba(train_scores), data.y_train)
+        history.append(
+            history_row(tree // per_round, train_loss, scores_to_proba(val_scores), data.y_val)
+        )
         stopper.improved(history[-1]["val_loss"], tree // per_round)
         if stopper.should_stop:
             break

@@ -9,14 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from semops.models import (
-    Trained,
-    TrainingData,
-    binary_to_two_columns,
-    history_row,
-    log_loss,
-    softmax,
-)
+from semops.errors import SemopsError
+from semops.models import Trained, TrainingData, history_row, log_loss, scores_to_proba, softmax
 from semops.params import LogregConfig, TrainConfig
 
 
@@ -26,17 +20,18 @@ class LinearClassifier:
         self.intercept = intercept
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        logits = features.astype(np.float64) @ self.coef.T + self.intercept
-        if self.coef.shape[0] == 1:
-            return binary_to_two_columns(1.0 / (1.0 + np.exp(-logits[:, 0])))
-        return softmax(logits)
+        return scores_to_proba(features.astype(np.float64) @ self.coef.T + self.intercept)
 
 
 def fit_logreg(
-    x: np.ndarray, y: np.ndarray, c: float = 1.0, max_iter: int = 100
+    x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 1.0, max_iter: int = 100
 ) -> LinearClassifier:
+    present = np.unique(y)
+    if len(present) < 2:
+        raise SemopsError(
+            f"logistic regression needs two classes in training; found {present.tolist()}"
+        )
     design = np.column_stack([x.astype(np.float64), np.ones(len(x))])
-    n_classes = int(y.max()) + 1
     targets = (y == 1).astype(np.float64)[:, None] if n_classes == 2 else np.eye(n_classes)[y]
     n_out = targets.shape[1]
     theta = np.zeros((n_out, design.shape[1]))  # rows: classes; last column: intercept
@@ -82,7 +77,7 @@ def fit_logreg(
 
 
 def fit(model: LogregConfig, train: TrainConfig, data: TrainingData) -> Trained:
-    fitted = fit_logreg(data.x_train, data.y_train, model.C, model.max_iter)
+    fitted = fit_logreg(data.x_train, data.y_train, data.n_classes, model.C, model.max_iter)
     train_loss = log_loss(fitted.predict_proba(data.x_train), data.y_train)
     history = [history_row(1, train_loss, fitted.predict_proba(data.x_val), data.y_val)]
     return Trained({"coef": fitted.coef, "intercept": fitted.intercept}, history, best_epoch=1)
