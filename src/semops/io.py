@@ -131,6 +131,14 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file written by write_csv, as header -> text mappings."""
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def write_csv(path: str | Path, columns: dict[str, list[Any]]) -> None:
     """Write equal-length columns as CSV (floats in shortest round-trip form)."""
     import csv

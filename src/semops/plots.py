@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from pathlib import Path
 
 from semops import paths
+from semops.io import read_csv_rows
 
 
 def _columns(path: Path) -> dict[str, list[str]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv_rows(path)
     return {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
 
 

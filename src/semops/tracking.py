@@ -9,7 +9,6 @@ result's content, so logging it twice (a re-run, a retried mirror) never adds a 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -25,7 +24,7 @@ from typing import Any
 
 from semops import paths
 from semops.errors import SemopsError
-from semops.io import dump_json, read_json, sha256_file
+from semops.io import dump_json, read_csv_rows, read_json, sha256_file
 from semops.params import flatten, read_params
 
 RESULT_TAG = "semops.result_id"
@@ -82,8 +81,7 @@ def collect_metrics() -> dict[str, float]:
 
 
 def read_history(path: Path = paths.TRAIN_HISTORY) -> list[dict[str, float]]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return [{k: float(v) for k, v in row.items()} for row in read_csv_rows(path)]
 
 
 def git_commit() -> str:
