@@ -11,7 +11,8 @@ UI_PORT ?= 5000
 # Extra pip index for torch on machines without a GPU (e.g. PyTorch's CPU wheel index): PyPI's
 # Linux torch wheel is the CUDA build. Empty: use pip's configured indexes.
 TORCH_INDEX_URL ?=
-EXTRAS ?= mlops,notebooks,dev
+EXTRAS ?= mlops,research,notebooks,dev
+CHROMIUM ?= /usr/bin/chromium
 # Hydra overrides for `make params/repro/run`, e.g. make run O='data=churn model=gbdt'
 O ?=
 # `make show`: experiments with their test metrics and the params that differ, best first
@@ -23,7 +24,7 @@ export
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup params run repro exp show ui mirror test lint bench clean
+.PHONY: help setup browser params run repro exp show ui mirror ask test lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,9 +39,18 @@ $(STAMP): pyproject.toml constraints.txt
 		$(BIN)/pip install -q -c constraints.txt $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) torch; \
 	fi
 	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	@# Docling pulls PyPI's torchvision, which fails to load beside a CPU torch ("operator
+	@# torchvision::nms does not exist") and then breaks every transformers model import. Nothing
+	@# here uses torchvision (Docling's layout models are not used offline): drop it where broken.
+	@$(BIN)/python -c "import torchvision" 2>/dev/null || $(BIN)/pip uninstall -y -q torchvision
 	@touch $@
 
 setup: $(STAMP) ## Create .venv and install the project (CPU torch where there is no GPU)
+
+browser: ## Install Debian's Chromium (web ingest renders pages in it; its tests need it)
+	@command -v $(CHROMIUM) >/dev/null 2>&1 && echo "browser: $$($(CHROMIUM) --version)" || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 
 params: $(STAMP) ## Compose conf/ (+ overrides O='key=value ...') into params.yaml, validated
 	@$(BIN)/semops compose $(O)
@@ -66,6 +76,10 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over mlruns/ (every run, plots, mode
 mirror: $(STAMP) ## Mirror results that could not reach MLflow when they were produced
 	@$(BIN)/semops mirror
 
+ask: $(STAMP) ## Ask the research index with citations: make ask Q="How do I copy an object?"
+	@test -n "$(Q)" || { echo 'usage: make ask Q="your question"' >&2; exit 2; }
+	@$(BIN)/semops research ask "$(Q)"
+
 test: $(STAMP) ## Run the test suite (fails if no test ran)
 	@$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
@@ -77,7 +91,8 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## Benchmarks; results written to benchmarks/results.md
 	$(BIN)/python -m benchmarks.run
 
-clean: ## Remove generated data (not data/raw, not mlruns/) and tool caches
+clean: ## Remove generated data (not data/raw, not mlruns/, not the exported ONNX model) and tool caches
 	rm -rf data/interim/*.parquet data/processed/*.parquet data/processed/*.json data/models data/reports
+	rm -rf data/research data/.cache/research/chunks data/.cache/research/converted
 	rm -rf .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import research, research_embedding, research_store
 from benchmarks.common import (
     GIB,
     PYTHON,
@@ -41,10 +42,10 @@ from benchmarks.common import (
     mem_available,
     timed,
 )
-from benchmarks.report import Result, Target, fmt_bytes, fmt_rate, fmt_s, render
+from benchmarks.report import Result, Table, Target, fmt_bytes, fmt_rate, fmt_s, render
 
 OUT_DIR = REPO / "benchmarks"
-BENCHMARKS = ("cold", "noop", "quality", "train", "scaling")
+BENCHMARKS = ("cold", "noop", "quality", "train", "scaling", "research", "embedding", "store")
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 # Modules the stages import, loaded once before anything is timed, so that the first timed
 # command does not also pay for reading them from disk into the page cache.
@@ -651,12 +652,28 @@ def bench_quality(ctx: Context, result: Result) -> None:
 
 # --------------------------------------------------------------------------- main
 
+
+def bench_research(ctx: Context, result: Result) -> None:
+    research.bench_research(ctx.fresh_project("research"), result)
+
+
+def bench_embedding(ctx: Context, result: Result) -> None:
+    research_embedding.bench(result)
+
+
+def bench_store(ctx: Context, result: Result) -> None:
+    research_store.bench(result)
+
+
 RUNNERS: dict[str, tuple[str, Callable[[Context, Result], None]]] = {
     "cold": ("2. Cold full run on the default data", bench_cold),
     "noop": ("1. No-op `dvc repro` vs `dvc status`", bench_noop),
     "quality": ("5. Model quality on credit", bench_quality),
     "train": ("3. MLP training throughput", bench_train),
     "scaling": ("4. clean + featurize scaling", bench_scaling),
+    "research": ("6. Research index: research-embed, retrieval quality, queries", bench_research),
+    "embedding": ("7. Local embedder vs sentence-transformers", bench_embedding),
+    "store": ("8. Embedded Qdrant store at 50,000 vectors", bench_store),
 }
 
 
@@ -696,6 +713,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def earlier_results(path: Path) -> dict[str, Result]:
+    """The results file's benchmarks, so that a run of a subset (--only) keeps the others."""
+    if not path.exists():
+        return {}
+    kept = {}
+    for name, raw in json.loads(path.read_text())["benchmarks"].items():
+        targets = [Target(t["metric"], t["display"], t["target"], t["met"]) for t in raw["targets"]]
+        tables = [Table(t["columns"], t["rows"], t["title"]) for t in raw["tables"]]
+        notes = [*raw["notes"], "(kept from an earlier `make bench` run: not rerun this time)"]
+        kept[name] = Result(
+            name, raw["title"], targets, tables, notes, raw["raw"], raw["error"], raw["seconds"]
+        )
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -710,17 +742,22 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     argv_note = " ".join(sys.argv[1:] if argv is None else argv)
 
+    previous = earlier_results(args.out / "results.json")
+
     def write() -> None:
         total = time.perf_counter() - start
+        ran = {r.name for r in results}
+        kept = [previous[name] for name in RUNNERS if name in previous and name not in ran]
+        ordered = sorted([*results, *kept], key=lambda r: list(RUNNERS).index(r.name))
         machine["load_avg_now"] = [round(x, 2) for x in os.getloadavg()]
         document = {
             "machine": machine,
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "total_seconds": total,
-            "benchmarks": {r.name: r.to_json() for r in results},
+            "benchmarks": {r.name: r.to_json() for r in ordered},
         }
         atomic_write(args.out / "results.json", json.dumps(document, indent=2, default=str) + "\n")
-        atomic_write(args.out / "results.md", render(machine, results, total, argv_note))
+        atomic_write(args.out / "results.md", render(machine, ordered, total, argv_note))
 
     try:
         for name in [b for b in RUNNERS if b in args.only]:

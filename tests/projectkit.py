@@ -27,6 +27,7 @@ PROJECT_FILES = [
     "src",
     "stages",
     "data/raw/.gitkeep",
+    "data/raw/research/.gitkeep",
     "data/interim/.gitkeep",
     "data/processed/.gitkeep",
     "mlruns/.gitkeep",

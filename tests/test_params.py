@@ -59,6 +59,8 @@ def valid_params() -> dict[str, Any]:
         "featurize": {"numeric_impute": "median", "scale": True, "min_category_count": 1},
         "evaluate": {"threshold": 0.5, "calibration_bins": 10},
         "tracking": {"experiment": "semops"},
+        # Every research key has a default; the section itself is required.
+        "research": {},
     }
 
 

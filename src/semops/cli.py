@@ -1,4 +1,5 @@
-"""The `semops` command line: compose params, report results, mirror to MLflow."""
+"""The `semops` command line: compose params, report results, mirror to MLflow, and the
+research index (`semops research ask|search|add|remove|sources`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from semops.errors import SemopsError
+from semops.research import commands as research_commands
 
 
 def _compose(args: argparse.Namespace) -> None:
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("mirror", help="log results that could not reach MLflow").set_defaults(
         func=_mirror
     )
+    research_commands.add_parser(commands)
     return parser
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from semops.errors import SemopsError
+from semops.research.config import ResearchConfig
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -154,6 +155,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"data.name must be letters, digits, '-' or '_', got {self.name!r}")
+        if self.name == "research":
+            raise ConfigError(
+                "data.name 'research' is taken: data/raw/research holds research sources"
+            )
         if self.target in self.drop:
             raise ConfigError(f"data.drop lists the target column {self.target!r}")
 
@@ -305,6 +310,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
     "tracking": TrackingConfig,
+    "research": ResearchConfig,
 }
 
 

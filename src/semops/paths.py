@@ -52,6 +52,19 @@ ROC_PLOT = PLOTS / "roc.csv"
 PR_PLOT = PLOTS / "pr.csv"
 CALIBRATION_PLOT = PLOTS / "calibration.csv"
 CONFUSION_PLOT = PLOTS / "confusion.csv"
+# Research RAG: what `semops research add` snapshots (files and crawled pages, never edited in
+# place), and what the research-embed stage writes.
+RESEARCH_SOURCES = RAW / "research"
+RESEARCH_SOURCES_MANIFEST = RESEARCH_SOURCES / "sources.json"
+RESEARCH = DATA / "research"
+RESEARCH_CHUNKS = RESEARCH / "chunks.parquet"
+RESEARCH_EMBEDDINGS = RESEARCH / "embeddings"
+# What the index holds (point ids, text hashes, embedder): DVC's view of the index.
+RESEARCH_INDEX_MANIFEST = RESEARCH / "index.json"
+# Qdrant's engine files: rebuilt from the chunks and embeddings when missing.
+RESEARCH_INDEX = RESEARCH / "index"
+RESEARCH_METRICS = REPORTS / "research.json"
+
 # The result id the track stage mirrored: its absence (a fresh clone) makes the stage run.
 TRACKED = REPORTS / "mlflow.json"
 
@@ -67,3 +80,8 @@ def mlruns_dir() -> Path:
 
 def hf_cache_dir() -> Path:
     return project_root() / "data" / ".cache" / "huggingface"
+
+
+def research_cache_dir() -> Path:
+    """Machine-local research caches (exported ONNX models, converted documents): not outputs."""
+    return project_root() / "data" / ".cache" / "research"

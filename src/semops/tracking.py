@@ -28,7 +28,12 @@ from semops.io import dump_json, read_csv_rows, read_json, sha256_file
 from semops.params import flatten, read_params
 
 RESULT_TAG = "semops.result_id"
-METRIC_FILES = (paths.EVAL_METRICS, paths.TRAIN_METRICS, paths.CLEAN_METRICS)
+METRIC_FILES = (
+    paths.EVAL_METRICS,
+    paths.TRAIN_METRICS,
+    paths.CLEAN_METRICS,
+    paths.RESEARCH_METRICS,
+)
 PLOT_FILES = (
     paths.ROC_PLOT,
     paths.PR_PLOT,

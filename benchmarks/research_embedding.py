@@ -1,0 +1,169 @@
+"""Local embedder throughput and agreement: our onnxruntime all-MiniLM-L6-v2 (int8 and fp32)
+beside sentence-transformers' `encode`, on the same passages and the same number of threads.
+
+  python -m benchmarks.research_embedding               the first 500 passages of the corpus
+  python -m benchmarks.research_embedding --n 2000      more of them
+
+Passages come from samples/research/pyfaq/corpus.jsonl (`text`), or are synthetic where it is
+absent. The ONNX export happens before anything is timed (a one-off, cached); both sides are
+warmed up on a few passages first. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from benchmarks.common import REPO, machine_info
+from benchmarks.report import Result, Target
+
+CORPUS = REPO / "samples" / "research" / "pyfaq" / "corpus.jsonl"
+ST_BATCH_SIZES = (32,)
+TARGET_SPEEDUP = 2.0
+TARGET_COSINE = 0.998
+
+
+def corpus_passages(n: int) -> list[str]:
+    """The first n passages of the evaluation corpus, or seeded synthetic ones of similar length
+    (about 200 words) where it is absent."""
+    if CORPUS.exists():
+        with CORPUS.open() as fh:
+            return [json.loads(line)["text"] for line, _ in zip(fh, range(n), strict=False)]
+    rng = random.Random(0)
+    words = re.findall(r"[a-z]+", (json.__doc__ or "").lower())
+    return [" ".join(rng.choice(words) for _ in range(200)) for _ in range(n)]
+
+
+def _timed(embed: Any, passages: list[str]) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    vectors = np.asarray(embed(passages), dtype=np.float32)
+    return vectors, time.perf_counter() - started
+
+
+def run(
+    passages: list[str],
+    threads: int = 2,
+    model_dir: Path | None = None,
+    precisions: tuple[Literal["int8", "fp32"], ...] = ("int8", "fp32"),
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """passages/s of our local embedder (each precision) and of sentence-transformers, and the
+    cosine between their vectors of each passage."""
+    from semops.research.config import LocalEmbedderConfig
+    from semops.research.embed import LocalEmbedder, hide_broken_torchvision, minilm_dir
+
+    hide_broken_torchvision()
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    warm = passages[:8]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model_dir or Path(tmp)
+        ours: dict[Literal["int8", "fp32"], LocalEmbedder] = {}
+        for precision in precisions:
+            cfg = LocalEmbedderConfig(precision=precision, threads=threads, batch_size=batch_size)
+            ours[precision] = LocalEmbedder(cfg, folder)
+            ours[precision].embed_documents(warm, progress=False)  # exports once, then warms
+        model = SentenceTransformer(str(minilm_dir()), device="cpu")
+        model.encode(warm)
+        tokens = ours[precisions[0]].count_tokens(passages)
+        reference: dict[int, tuple[np.ndarray, float]] = {}
+        for size in ST_BATCH_SIZES:
+            reference[size] = _timed(lambda p, s=size: model.encode(p, batch_size=s), passages)
+        best = min(reference, key=lambda s: reference[s][1])
+        ref_vectors, ref_seconds = reference[best]
+        result: dict[str, Any] = {
+            "passages": len(passages),
+            "threads": threads,
+            "batch_size": batch_size,
+            "tokens_mean": float(np.mean(tokens)),
+            "truncated_share": float(np.mean(np.asarray(tokens) > 256)),
+            "sentence_transformers": {
+                str(size): {"seconds": secs, "passages_per_s": len(passages) / secs}
+                for size, (_, secs) in reference.items()
+            },
+            "sentence_transformers_best_batch_size": best,
+        }
+        for precision, embedder in ours.items():
+            vectors, seconds = _timed(
+                lambda p, e=embedder: e.embed_documents(p, progress=False), passages
+            )
+            cos = np.einsum("ij,ij->i", vectors, ref_vectors) / np.linalg.norm(ref_vectors, axis=1)
+            result[precision] = {
+                "key": embedder.key,
+                "seconds": seconds,
+                "passages_per_s": len(passages) / seconds,
+                "speedup_vs_sentence_transformers": ref_seconds / seconds,
+                "cosine_mean": float(cos.mean()),
+                "cosine_min": float(cos.min()),
+            }
+    return result
+
+
+def bench(result: Result, n: int = 500) -> None:
+    """`make bench`: the first `n` passages of the evaluation corpus, 2 threads."""
+    out = run(corpus_passages(n), 2, REPO / "data" / ".cache" / "research" / "models")
+    st = out["sentence_transformers"][str(out["sentence_transformers_best_batch_size"])]
+    int8 = out["int8"]
+    result.targets += [
+        Target(
+            "local embedder (int8) vs sentence-transformers `encode`, passages/s",
+            f"{int8['speedup_vs_sentence_transformers']:.2f}x",
+            f">= {TARGET_SPEEDUP:g}x",
+            int8["speedup_vs_sentence_transformers"] >= TARGET_SPEEDUP,
+        ),
+        Target(
+            "cosine to sentence-transformers' vectors (mean)",
+            f"{int8['cosine_mean']:.4f} (min {int8['cosine_min']:.4f})",
+            f">= {TARGET_COSINE}",
+            int8["cosine_mean"] >= TARGET_COSINE,
+        ),
+    ]
+    rows = [
+        ["sentence-transformers encode (torch, fp32)", f"{st['passages_per_s']:.1f}", "1.00x", "-"]
+    ]
+    for p in ("int8", "fp32"):
+        rows.append(
+            [f"ours, onnxruntime {p}", f"{out[p]['passages_per_s']:.1f}",
+             f"{out[p]['speedup_vs_sentence_transformers']:.2f}x",
+             f"{out[p]['cosine_mean']:.4f} / {out[p]['cosine_min']:.4f}"]
+        )  # fmt: skip
+    result.table(
+        ["embedder", "passages/s", "vs sentence-transformers", "cosine mean / min"],
+        rows,
+        title=f"{out['passages']} passages of the evaluation corpus (mean "
+        f"{out['tokens_mean']:.0f} tokens, {out['truncated_share']:.0%} over the 256-token "
+        "window), 2 threads",
+    )
+    result.raw = out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500, help="passages")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32, help="our embedder's batch size")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=REPO / "data" / ".cache" / "research" / "models",
+        help="where the exported ONNX models are cached (the research-embed stage's folder)",
+    )
+    args = parser.parse_args()
+    result = run(corpus_passages(args.n), args.threads, args.model_dir, batch_size=args.batch_size)
+    result["targets"] = {"speedup": TARGET_SPEEDUP, "cosine_mean": TARGET_COSINE}
+    result["machine"] = machine_info()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

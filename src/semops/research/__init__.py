@@ -1,0 +1,2 @@
+"""Research RAG: ingest documents and web pages, chunk, embed, index in Qdrant, retrieve,
+evaluate retrieval and answer with citations."""

@@ -1,0 +1,154 @@
+"""`semops research ...`: ask, search, add and remove sources, list them."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from semops import paths
+from semops.errors import SemopsError
+from semops.params import load_section
+from semops.research.config import ResearchConfig
+
+
+def _config(args: argparse.Namespace) -> ResearchConfig:
+    from dataclasses import replace
+
+    cfg: ResearchConfig = load_section("research")
+    retrieval = cfg.retrieval
+    if args.method:
+        retrieval = replace(retrieval, method=args.method)
+    if getattr(args, "top_k", None):
+        retrieval = replace(retrieval, top_k=args.top_k)
+    return replace(cfg, retrieval=retrieval)
+
+
+def _passages(cfg: ResearchConfig, query: str, limit: int) -> list[Any]:
+    from dataclasses import replace
+
+    from semops.research import retrieval
+    from semops.research.answer import Passage
+    from semops.research.build import open_index
+
+    with open_index(cfg) as (store, embedder):
+        hits = retrieval.search(
+            store, embedder.embed_query(query), query, replace(cfg.retrieval, top_k=limit)
+        )
+    return [
+        Passage(
+            source=h.payload["source"],
+            title_path=tuple(h.payload["title_path"]),
+            page=h.payload["page"],
+            text=h.payload["text"],
+            score=h.score,
+        )
+        for h in hits
+    ]
+
+
+def ask(args: argparse.Namespace) -> None:
+    from semops.research.answer import answer, format_answer
+
+    cfg = _config(args)
+    passages = _passages(cfg, args.question, args.top_k or cfg.answer.top_k)
+    print(format_answer(answer(args.question, passages, cfg.answer)))
+
+
+def search(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    for rank, p in enumerate(_passages(cfg, args.query, cfg.retrieval.top_k), 1):
+        where = " > ".join(p.title_path[1:]) or p.title_path[0] if p.title_path else ""
+        page = f" (p. {p.page})" if p.page else ""
+        snippet = " ".join(p.text.split())[:160]
+        print(f"{rank:>2}. {p.score:.4f}  {p.source}{page}\n    {where}\n    {snippet}")
+
+
+def add(args: argparse.Namespace) -> None:
+    from semops.research import sources
+
+    cfg: ResearchConfig = load_section("research")
+    root = paths.RESEARCH_SOURCES
+    added = 0
+    for target in args.targets:
+        if "://" in target:
+            entry, count = sources.add_web(target, root, _crawler(target, cfg))
+            print(f"research add: {target}: {count} page(s) -> {root / entry.snapshot}")
+        else:
+            entry, count = sources.add_local(Path(target), root)
+            print(f"research add: {entry.origin}: {count} file(s) -> {root / entry.snapshot}")
+        added += 1
+    if added and not args.no_build:
+        _rebuild()
+
+
+def _crawler(url: str, cfg: ResearchConfig) -> Callable[[Path], int]:
+    def crawl_into(folder: Path) -> int:
+        from semops.research.web import crawl
+
+        report = crawl([url], cfg.web, folder)
+        for failure in report.failures:
+            print(f"research add: skipped {failure.url}: {failure.reason}")
+        return len(report.pages)
+
+    return crawl_into
+
+
+def remove(args: argparse.Namespace) -> None:
+    from semops.research import sources
+
+    entry = sources.remove(args.origin, paths.RESEARCH_SOURCES)
+    print(f"research remove: {entry.origin}")
+    if not args.no_build:
+        _rebuild()
+
+
+def list_sources(args: argparse.Namespace) -> None:
+    from semops.research import sources
+
+    entries = sources.read_manifest(paths.RESEARCH_SOURCES)
+    cfg: ResearchConfig = load_section("research")
+    print(f"corpus: {cfg.corpus}")
+    for entry in entries:
+        print(f"{entry.kind:<6} {entry.origin}  ({paths.RESEARCH_SOURCES / entry.snapshot})")
+
+
+def _rebuild() -> None:
+    """Index what was added through DVC, so dvc.lock and the cache record it."""
+    result = subprocess.run(["dvc", "repro", "research-embed"], check=False)
+    if result.returncode != 0:
+        raise SemopsError("`dvc repro research-embed` failed (see above); the sources were saved")
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    research = commands.add_parser("research", help="the research index: ask, search, add sources")
+    sub = research.add_subparsers(dest="research_command", required=True)
+    methods = ("dense", "bm25", "hybrid")
+
+    p = sub.add_parser("ask", help="answer a question from the index, with citations")
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int, help="passages given to the answer (research.answer.top_k)")
+    p.add_argument("--method", choices=methods, help="retrieval method (research.retrieval)")
+    p.set_defaults(func=ask)
+
+    p = sub.add_parser("search", help="the best-matching passages, ranked")
+    p.add_argument("query")
+    p.add_argument("--top-k", type=int, help="how many (research.retrieval.top_k)")
+    p.add_argument("--method", choices=methods, help="retrieval method (research.retrieval)")
+    p.set_defaults(func=search)
+
+    p = sub.add_parser("add", help="add files, folders or web pages, then update the index")
+    p.add_argument("targets", nargs="+", help="file, folder or http(s) URL")
+    p.add_argument("--no-build", action="store_true", help="only save the sources")
+    p.set_defaults(func=add)
+
+    p = sub.add_parser("remove", help="remove an added source, then update the index")
+    p.add_argument("origin", help="the path or URL as added")
+    p.add_argument("--no-build", action="store_true", help="only remove the source")
+    p.set_defaults(func=remove)
+
+    sub.add_parser("sources", help="list the corpus and the added sources").set_defaults(
+        func=list_sources
+    )

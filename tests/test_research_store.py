@@ -1,0 +1,488 @@
+"""The research index: Qdrant's in-process engine (EdgeStore) on disk, really run, and the
+server backend (ServerStore) through qdrant-client's local mode, which runs the same client
+calls; the lock a second process meets; mismatched indexes; a server answering errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from semops.errors import SemopsError
+from semops.research.store import (
+    BATCH,
+    EdgeStore,
+    Hit,
+    IndexLockedError,
+    IndexMismatchError,
+    Point,
+    ServerStore,
+    Store,
+)
+
+DIM = 8
+EMBEDDER = "test:hash-8"
+
+TEXTS = {
+    "copy": "How do I copy an object? Use copy.deepcopy() for nested objects.",
+    "dogs": "Dogs bark at night; the dog barks loudly at strangers.",
+    "cats": "Cats sleep all day and a cat purrs when it is running out of food.",
+    "gc": "Garbage collection frees objects that nothing refers to.",
+    "lambda": "Why do lambdas defined in a loop with different values all return the same result?",
+}
+
+
+def point_id(n: int) -> str:
+    return str(uuid.UUID(int=n))
+
+
+def dense(p: Point) -> np.ndarray:
+    assert p.vector is not None  # every point of these tests has a dense vector
+    return p.vector
+
+
+def point(n: int, vector: np.ndarray, text: str, **payload: object) -> Point:
+    return Point(
+        id=point_id(n),
+        vector=vector,
+        text=text,
+        payload={
+            "chunk_id": uuid.UUID(int=n).hex,
+            "source": f"test:{n}",
+            "title_path": ["Test", f"Section {n}"],
+            "page": None,
+            "text": text,
+            "text_sha256": f"sha-{n}",
+            "n_tokens": len(text.split()),
+            **payload,
+        },
+    )
+
+
+def corpus() -> list[Point]:
+    """One point per text, each vector along its own axis plus a little of the next one."""
+    points = []
+    for n, text in enumerate(TEXTS.values(), start=1):
+        vector = np.zeros(DIM, dtype=np.float32)
+        vector[n - 1] = 1.0
+        vector[n] = 0.1 * n
+        points.append(point(n, vector, text))
+    return points
+
+
+def random_points(count: int, seed: int) -> list[Point]:
+    """Random vectors and texts of 12 words from 40, the last point's only stopwords."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choice(words, size=12)) for _ in range(count - 1)] + ["and the of"]
+    return [
+        point(n, rng.normal(size=DIM).astype(np.float32), text)
+        for n, text in enumerate(texts, start=1)
+    ]
+
+
+@pytest.fixture
+def index_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "research" / "index"
+
+
+@pytest.fixture
+def edge(index_path: Path) -> Iterator[EdgeStore]:
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        store.upsert(corpus())
+        yield store
+
+
+def exact_cosine_ranking(points: list[Point], query: np.ndarray) -> list[str]:
+    matrix = np.stack([dense(p) / np.linalg.norm(dense(p)) for p in points])
+    scores = matrix @ (query / np.linalg.norm(query))
+    return [
+        points[i].id for i in sorted(range(len(points)), key=lambda i: (-scores[i], points[i].id))
+    ]
+
+
+# ----------------------------------------------------------------------------- EdgeStore
+
+
+def test_create_upsert_reopen_delete(index_path: Path) -> None:
+    points = corpus()
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        assert store.count() == 0
+        assert store.ids() == {}
+        store.upsert(points)
+        assert store.count() == len(points)
+    assert json.loads((index_path / "meta.json").read_text())["embedder"] == EMBEDDER
+
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        assert store.ids() == {p.id: p.payload["text_sha256"] for p in points}
+        store.delete([point_id(2), point_id(4)])
+        assert store.count() == len(points) - 2
+
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        assert sorted(store.ids()) == [point_id(1), point_id(3), point_id(5)]
+        hit = store.search_dense(dense(points[0]), 1)[0]
+        assert hit.id == point_id(1)
+        # The payload comes back as stored: a list stays a list, a null page stays null.
+        assert hit.payload == points[0].payload
+
+
+def test_upsert_again_is_idempotent_and_updates_changed_points(edge: EdgeStore) -> None:
+    before = edge.ids()
+    edge.upsert(corpus())
+    assert edge.count() == len(TEXTS)
+    assert edge.ids() == before
+
+    changed = point(3, dense(corpus()[2]), "Parrots talk.", text_sha256="sha-new")
+    edge.upsert([changed])
+    assert edge.count() == len(TEXTS)
+    assert edge.ids()[point_id(3)] == "sha-new"
+    assert edge.search_bm25("parrot", 5)[0].id == point_id(3)
+    assert all(hit.id != point_id(3) for hit in edge.search_bm25("cats purring", 5))
+
+
+def test_many_points_cross_batches_and_scroll_pages(index_path: Path) -> None:
+    points = random_points(3 * BATCH + 17, seed=1)
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        store.upsert(points)
+        assert store.count() == len(points)
+        assert len(store.ids()) == len(points)
+        store.delete([p.id for p in points[: BATCH + 5]])
+        assert store.count() == len(points) - BATCH - 5
+
+
+def test_dense_search_ranks_by_exact_cosine(edge: EdgeStore) -> None:
+    points = corpus()
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        query = rng.normal(size=DIM).astype(np.float32)
+        hits = edge.search_dense(query, 3)
+        assert [h.id for h in hits] == exact_cosine_ranking(points, query)[:3]
+    hits = edge.search_dense(dense(points[2]), len(points))
+    assert hits[0].id == point_id(3)
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_bm25_search_stems_drops_stopwords_and_weighs_rare_terms(edge: EdgeStore) -> None:
+    assert edge.search_bm25("deepcopy", 3)[0].id == point_id(1)
+    # "barking" and "dog" reach "barks" and "Dogs" through the English stemmer.
+    assert [h.id for h in edge.search_bm25("barking dog", 3)] == [point_id(2)]
+    # "objects" is in two texts, "frees" in one: the rarer term decides.
+    assert [h.id for h in edge.search_bm25("frees objects", 3)] == [point_id(4), point_id(1)]
+    assert edge.search_bm25("the and of it", 3) == []
+    assert edge.search_bm25("zebra", 3) == []
+
+
+def test_equal_scores_are_ordered_by_id_even_at_the_cut(index_path: Path) -> None:
+    same = np.ones(DIM, dtype=np.float32)
+    points = [point(n, same, "identical words here") for n in (9, 3, 7, 1, 5)]
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        store.upsert(points)
+        assert [h.id for h in store.search_dense(same, 2)] == [point_id(1), point_id(3)]
+        first_three = [point_id(1), point_id(3), point_id(5)]
+        assert [h.id for h in store.search_bm25("identical", 3)] == first_three
+
+
+def test_a_bad_vector_fails_before_anything_is_written(index_path: Path) -> None:
+    points = random_points(BATCH + 3, seed=2)
+    bad = point(999, np.ones(DIM + 1, dtype=np.float32), "too long")
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        with pytest.raises(
+            SemopsError, match=f"{point_id(999)}: vector has 9 dimensions, the index holds 8"
+        ):
+            store.upsert([*points, bad])
+        nan = point(998, np.full(DIM, np.nan, dtype=np.float32), "nan")
+        with pytest.raises(SemopsError, match=f"{point_id(998)}: vector holds NaN"):
+            store.upsert([nan])
+        with pytest.raises(SemopsError, match="all zeros"):
+            store.upsert([point(997, np.zeros(DIM, dtype=np.float32), "zero")])
+        assert store.count() == 0
+
+
+def test_a_second_store_in_this_process_is_refused(edge: EdgeStore, index_path: Path) -> None:
+    with pytest.raises(
+        IndexLockedError, match=f"already open in this process \\(pid {os.getpid()}\\)"
+    ):
+        EdgeStore(index_path, DIM, EMBEDDER)
+    assert edge.count() == len(TEXTS)  # the first one is unharmed
+
+
+OPEN_SCRIPT = """
+import sys
+from semops.research.store import EdgeStore
+from semops.stage import run_stage
+
+def main():
+    with EdgeStore(sys.argv[1], 8, "test:hash-8") as store:
+        print(store.count())
+
+run_stage(main)
+"""
+
+
+def test_a_second_process_gets_a_clear_message_not_a_traceback(
+    edge: EdgeStore, tmp_path: Path
+) -> None:
+    relative = "data/research/index"
+    opened = subprocess.run(
+        [sys.executable, "-c", OPEN_SCRIPT, relative],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert opened.returncode == 1
+    assert opened.stderr == (
+        f"error: research index {relative} is in use by another process (pid {os.getpid()}); "
+        "close it and retry\n"
+    )
+    edge.close()
+    reopened = subprocess.run(
+        [sys.executable, "-c", OPEN_SCRIPT, relative],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (reopened.returncode, reopened.stdout, reopened.stderr) == (0, f"{len(TEXTS)}\n", "")
+
+
+KILLED_SCRIPT = """
+import sys, time, uuid
+import numpy as np
+from semops.research.store import EdgeStore, Point
+
+with EdgeStore(sys.argv[1], 8, "test:hash-8") as store:
+    vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    store.upsert([
+        Point(str(uuid.UUID(int=i + 1)), vectors[i], f"text {i}", {"text_sha256": str(i)})
+        for i in range(300)
+    ])
+    store.flush()
+    print("flushed", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_writer_releases_the_lock_and_keeps_flushed_points(index_path: Path) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SCRIPT, str(index_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "flushed\n", writer.stderr
+        with pytest.raises(IndexLockedError, match=f"pid {writer.pid}"):
+            EdgeStore(index_path, DIM, EMBEDDER)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        assert store.count() == 300
+        assert store.ids()[point_id(300)] == "299"
+
+
+def test_another_embedder_or_dimension_is_a_mismatch_until_recreated(
+    edge: EdgeStore, index_path: Path
+) -> None:
+    edge.close()
+    with pytest.raises(IndexMismatchError) as caught:
+        EdgeStore(index_path, 16, EMBEDDER)
+    message = str(caught.value)
+    assert f"research index {index_path} was built for embedder {EMBEDDER!r} with 8-d" in message
+    assert f"not {EMBEDDER!r} with 16-d: rebuild it" in message
+    with pytest.raises(IndexMismatchError, match="not 'openai:text-embedding-3-small' with 8-d"):
+        EdgeStore(index_path, DIM, "openai:text-embedding-3-small")
+    # A failed open leaves the index unlocked and as it was.
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        assert store.count() == len(TEXTS)
+    with EdgeStore(index_path, 16, "other", recreate=True) as store:
+        assert store.count() == 0
+        store.upsert([point(1, np.ones(16, dtype=np.float32), "sixteen")])
+    with EdgeStore(index_path, 16, "other") as store:
+        assert store.count() == 1
+
+
+def test_an_index_without_its_record_or_with_a_broken_one_is_a_mismatch(index_path: Path) -> None:
+    with EdgeStore(index_path, DIM, EMBEDDER) as store:
+        store.upsert(corpus())
+    (index_path / "meta.json").unlink()
+    with pytest.raises(IndexMismatchError, match=r"has no meta\.json"):
+        EdgeStore(index_path, DIM, EMBEDDER)
+    (index_path / "meta.json").write_text("{not json")
+    with pytest.raises(IndexMismatchError, match=r"meta\.json: unreadable"):
+        EdgeStore(index_path, DIM, EMBEDDER)
+
+
+def test_a_closed_store_says_so(edge: EdgeStore, index_path: Path) -> None:
+    edge.close()
+    edge.close()  # twice is harmless
+    with pytest.raises(SemopsError, match=f"research index {index_path} is closed"):
+        edge.count()
+
+
+# ----------------------------------------------------------------------------- ServerStore
+
+
+@pytest.fixture
+def local_client() -> Iterator[QdrantClient]:
+    client = QdrantClient(location=":memory:")
+    yield client
+    client.close()
+
+
+def test_server_store_ranks_as_the_edge_store(index_path: Path, local_client: QdrantClient) -> None:
+    points = random_points(60, seed=3)
+    queries = np.random.default_rng(4).normal(size=(6, DIM)).astype(np.float32)
+    texts = ["w1 w2", "w3", "w5 w6 w7 w8", "w10 w1", "w39", "w0 w11 w22"]
+    server = ServerStore.with_client(local_client, "research", DIM, EMBEDDER)
+    with EdgeStore(index_path, DIM, EMBEDDER) as edge:
+        for store in (edge, server):
+            store.upsert(points)
+        assert server.count() == edge.count() == len(points)
+        assert server.ids() == edge.ids()
+
+        def same(left: list[Hit], right: list[Hit]) -> None:
+            assert [h.id for h in left] == [h.id for h in right]
+            assert [h.score for h in left] == pytest.approx([h.score for h in right], rel=1e-5)
+            assert [h.payload for h in left] == [h.payload for h in right]
+
+        for vector, text in zip(queries, texts, strict=True):
+            same(edge.search_dense(vector, 10), server.search_dense(vector, 10))
+            same(edge.search_bm25(text, 10), server.search_bm25(text, 10))
+            assert len(edge.search_bm25(text, 10)) > 0
+
+        for store in (edge, server):
+            store.delete([point_id(5), point_id(6)])
+            store.flush()
+        assert server.count() == edge.count() == len(points) - 2
+        assert server.ids() == edge.ids()
+        for vector, text in zip(queries, texts, strict=True):
+            same(edge.search_dense(vector, 10), server.search_dense(vector, 10))
+            same(edge.search_bm25(text, 10), server.search_bm25(text, 10))
+
+
+def test_scores_depend_on_the_points_held_not_on_the_history(tmp_path: Path) -> None:
+    """Deleted and replaced points must not linger in the BM25 statistics after a flush: an
+    index edited incrementally scores as one built from scratch with the same points."""
+    points = random_points(40, seed=5)
+    replaced = point(7, dense(points[6]), "w1 w1 w1 w2", text_sha256="sha-new")
+    deleted = (point_id(3), point_id(9))
+    final = [replaced if p.id == point_id(7) else p for p in points if p.id not in deleted]
+    with EdgeStore(tmp_path / "edited", DIM, EMBEDDER) as edited:
+        edited.upsert(points)
+        edited.flush()
+        edited.delete(list(deleted))
+        edited.upsert([replaced])
+        edited.flush()
+        with EdgeStore(tmp_path / "fresh", DIM, EMBEDDER) as fresh:
+            fresh.upsert(final)
+            fresh.flush()
+            assert edited.ids() == fresh.ids()
+            for text in ["w1", "w2 w3", "w4 w5 w6", "w30 w1"]:
+                assert edited.search_bm25(text, 10) == fresh.search_bm25(text, 10)
+            query = dense(points[0])
+            assert [h.id for h in edited.search_dense(query, 10)] == [
+                h.id for h in fresh.search_dense(query, 10)
+            ]
+
+
+def test_server_store_creates_checks_and_recreates_the_collection(
+    local_client: QdrantClient,
+) -> None:
+    store: Store = ServerStore.with_client(local_client, "research", DIM, EMBEDDER, where="local")
+    store.upsert(corpus())
+    assert local_client.get_collection("research").config.metadata is not None
+    again = ServerStore.with_client(local_client, "research", DIM, EMBEDDER)
+    assert again.count() == len(TEXTS)
+    assert again.search_bm25("deepcopy", 1)[0].id == point_id(1)
+    with pytest.raises(
+        IndexMismatchError,
+        match=f"Qdrant collection 'research' at local was built for embedder {EMBEDDER!r} with "
+        "8-d vectors, not 'x' with 4-d",
+    ):
+        ServerStore.with_client(local_client, "research", 4, "x", where="local")
+    fresh = ServerStore.with_client(local_client, "research", 4, "x", recreate=True)
+    assert fresh.count() == 0
+
+
+def test_server_store_refuses_a_collection_it_did_not_make(local_client: QdrantClient) -> None:
+    from qdrant_client.http import models
+
+    local_client.create_collection(
+        "foreign", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT)
+    )
+    with pytest.raises(IndexMismatchError, match="records no embedder"):
+        ServerStore.with_client(local_client, "foreign", DIM, EMBEDDER)
+
+
+class FailingQdrant(BaseHTTPRequestHandler):
+    """Answers every request as a Qdrant server in trouble does: HTTP 500 with its JSON status."""
+
+    seen_keys: list[str | None] = []  # noqa: RUF012 - shared with the test by design
+
+    def do_GET(self) -> None:
+        FailingQdrant.seen_keys.append(self.headers.get("api-key"))
+        body = json.dumps({"status": {"error": "Service internal error: disk full"}, "time": 0.0})
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_server_errors_name_the_url_and_never_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "qdrant-TEST-key-7f3a9c"
+    monkeypatch.setenv("QDRANT_API_KEY", secret)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingQdrant)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(SemopsError) as caught:
+            ServerStore(url, "research", DIM, EMBEDDER)
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(caught.value)
+    assert message.startswith(f"Qdrant server {url}, collection 'research': HTTP 500")
+    assert "disk full" in message
+    assert secret not in message
+    assert secret in FailingQdrant.seen_keys  # the key from the environment was sent
+
+    with pytest.raises(SemopsError, match=f"Qdrant server {url}: no usable answer") as refused:
+        ServerStore(url, "research", DIM, EMBEDDER)  # nothing listens there any more
+    assert secret not in str(refused.value)
+
+
+def test_a_point_without_a_dense_vector_is_found_by_bm25_only(tmp_path: Path) -> None:
+    points = corpus()
+    lexical_only = Point(
+        point_id(99), None, "Quokkas live on Rottnest Island.", {"text_sha256": "q"}
+    )
+    with EdgeStore(tmp_path / "index", DIM, EMBEDDER) as store:
+        store.upsert([*points, lexical_only])
+        store.flush()
+        assert store.count() == len(points) + 1
+        assert store.search_bm25("quokkas island", 1)[0].id == point_id(99)
+        dense_ids = {h.id for h in store.search_dense(dense(points[0]), len(points) + 1)}
+        assert point_id(99) not in dense_ids
