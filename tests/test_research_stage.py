@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from projectkit import REPO, clean_env
-from stagekit import DEFAULT_PARAMS
+from stagekit import DEFAULT_PARAMS, run_stage
 
 PYFAQ = REPO / "samples/research/pyfaq"
 MIXED = REPO / "samples/research/mixed"
@@ -74,16 +74,8 @@ def semops(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess
     )
 
 
-def embed_stage(workdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "stages/research_embed.py")],
-        cwd=workdir,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def embed_stage(workdir: Path) -> subprocess.CompletedProcess[str]:
+    return run_stage(workdir, "research_embed")
 
 
 def embedded_now(output: str) -> int:

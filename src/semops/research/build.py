@@ -11,7 +11,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ import numpy as np
 
 from semops import paths
 from semops.errors import SemopsError
-from semops.io import dump_json, read_json, write_json
-from semops.research import retrieval
+from semops.io import dump_json, read_json, sha256_file, write_json
+from semops.research import chunking, retrieval
+from semops.research import documents as documents_module
 from semops.research.chunking import chunk_documents, read_chunks, write_chunks
 from semops.research.config import ResearchConfig, RetrievalConfig
 from semops.research.corpus import BeirSet, beir_documents, passage_of_source, read_beir
@@ -98,8 +99,6 @@ def convert_cached(
 ) -> tuple[list[Document], list[IngestFailure]]:
     """Convert files through Docling, reusing earlier conversions of the same bytes (a machine-
     local cache: converting a PDF costs far more than reading its result back)."""
-    from semops.io import sha256_file
-
     settings = hashlib.sha256(dump_json(cfg.pdf.__dict__).encode()).hexdigest()[:12]
     cache_dir = paths.research_cache_dir() / "converted"
     documents: list[Document | None] = []
@@ -140,10 +139,6 @@ def chunk_cached(
     """Chunk the documents, reusing the chunks of documents unchanged since the last run (a
     machine-local cache keyed by the chunk settings, the tokenizer and the chunker's code):
     counting the tokens of the whole corpus again would cost seconds on every run."""
-    from semops.io import sha256_file
-    from semops.research import chunking
-    from semops.research import documents as documents_module
-
     key = dump_json([cfg.chunk.max_tokens, cfg.chunk.min_tokens, embedder.key])
     key += sha256_file(chunking.__file__) + sha256_file(documents_module.__file__)
     path = (
@@ -166,16 +161,17 @@ def chunk_cached(
                 Chunk(**{**row, "title_path": tuple(row["title_path"])})
                 for row in previous[document.source]["chunks"]
             ]
-    write_json(
-        path,
-        {
-            d.source: {
-                "sha256": d.sha256,
-                "chunks": [c.__dict__ for c in by_source.get(d.source, [])],
-            }
-            for d in documents
-        },
-    )
+    if fresh or set(previous) != {d.source for d in documents}:
+        write_json(
+            path,
+            {
+                d.source: {
+                    "sha256": d.sha256,
+                    "chunks": [c.__dict__ for c in by_source.get(d.source, [])],
+                }
+                for d in documents
+            },
+        )
     return [c for d in documents for c in by_source.get(d.source, [])]
 
 
@@ -362,8 +358,6 @@ def evaluate_index(cfg: ResearchConfig, built: BuiltIndex, store: Store) -> dict
 def _evaluation_retrieval(cfg: RetrievalConfig, method: str, depth: int) -> RetrievalConfig:
     """The configured retrieval, with the method under test and enough chunks for `depth`
     distinct passages."""
-    from dataclasses import replace
-
     return replace(cfg, method=method, top_k=max(cfg.candidates, 5 * depth))  # type: ignore[arg-type]
 
 
