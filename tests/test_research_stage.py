@@ -202,3 +202,40 @@ def test_killed_mid_embedding_keeps_finished_batches(tmp_path: Path, model_cache
     stage.wait()
     rerun = ok(embed_stage(workdir))
     assert 0 < embedded_now(rerun) < total
+
+
+def test_shared_embeddings_are_pulled_not_embedded_again(tmp_path: Path, model_cache: Path) -> None:
+    """The README's sharing commands: `dvc add` the store, push to a remote; a teammate's clone
+    pulls it and its research-embed embeds nothing."""
+    workdir = scratch(tmp_path, model_cache)
+    remote = tmp_path / "remote"
+
+    def run(where: Path, *command: str) -> str:
+        result = subprocess.run(
+            command, cwd=where, env=clean_env(), capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    (workdir / ".gitignore").write_text("/data/.cache/\n")
+    (workdir / "data/raw/research/.gitkeep").write_text("")
+    run(workdir, "git", "init", "-q")
+    run(workdir, "dvc", "init", "-q")
+    run(workdir, "dvc", "remote", "add", "-d", "shared", str(remote))
+    first = ok(embed_stage(workdir))
+    assert embedded_now(first) > 0
+    run(workdir, "dvc", "add", "data/research/embeddings")
+    run(workdir, "git", "add", ".gitignore", ".dvc", "params.yaml", "corpus", "data")
+    run(workdir, "git", "commit", "-q", "-m", "share embeddings")
+    run(workdir, "dvc", "push")
+
+    teammate = tmp_path / "teammate"
+    run(tmp_path, "git", "clone", "-q", str(workdir), str(teammate))
+    (teammate / "data/.cache/research").mkdir(parents=True)
+    (teammate / "data/.cache/research/models").symlink_to(model_cache)
+    run(teammate, "dvc", "pull")
+    again = ok(embed_stage(teammate))
+    assert embedded_now(again) == 0
+    assert (teammate / "data/reports/research.json").read_bytes() == (
+        workdir / "data/reports/research.json"
+    ).read_bytes()

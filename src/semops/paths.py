@@ -58,7 +58,6 @@ RESEARCH_SOURCES = RAW / "research"
 RESEARCH_SOURCES_MANIFEST = RESEARCH_SOURCES / "sources.json"
 RESEARCH = DATA / "research"
 RESEARCH_CHUNKS = RESEARCH / "chunks.parquet"
-RESEARCH_EMBEDDINGS = RESEARCH / "embeddings"
 # What the index holds (point ids, text hashes, embedder): DVC's view of the index.
 RESEARCH_INDEX_MANIFEST = RESEARCH / "index.json"
 # Qdrant's engine files: rebuilt from the chunks and embeddings when missing.
@@ -80,6 +79,13 @@ def mlruns_dir() -> Path:
 
 def hf_cache_dir() -> Path:
     return project_root() / "data" / ".cache" / "huggingface"
+
+
+def research_embeddings_dir() -> Path:
+    """The embedding store, keyed by embedder and text hash: not a stage output, since the last
+    bits of a vector depend on the CPU's instruction set; shared through `dvc add` (README).
+    Queued experiments use the main repository's store, so they never embed a text again."""
+    return project_root() / RESEARCH / "embeddings"
 
 
 def research_cache_dir() -> Path:

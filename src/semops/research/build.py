@@ -209,7 +209,7 @@ def embed_chunks(
     chosen = [
         i for i, lead in enumerate(leading_chunks(chunks)) if lead or cfg.chunk.embed == "all"
     ]
-    cache = EmbeddingCache(paths.RESEARCH_EMBEDDINGS, embedder.key, embedder.dim)
+    cache = EmbeddingCache(paths.research_embeddings_dir(), embedder.key, embedder.dim)
     vectors, embedded = embed_with_cache(
         embedder,
         cache,
