@@ -155,8 +155,8 @@ def bench_research(project: Path, result: Result) -> None:
 
 def _quality() -> dict[str, Any]:
     """nDCG@10 of hybrid and dense for several fusion weights, on the built index."""
-    from semops.params import load_section
-    from semops.research import build
+    from semops.config.schema import load_section
+    from semops.research import pipeline as build
 
     cfg = load_section("research")
     weights: dict[str, dict[str, float]] = {}
@@ -178,9 +178,10 @@ def _quality() -> dict[str, Any]:
 
 
 def _latency() -> dict[str, Any]:
-    from semops.params import load_section
-    from semops.research import build, retrieval
-    from semops.research.corpus import read_beir
+    from semops.config.schema import load_section
+    from semops.research import pipeline as build
+    from semops.research.ingest.corpus import read_beir
+    from semops.research.query import retrieval
 
     cfg = load_section("research")
     queries = list(read_beir(Path(cfg.corpus)).queries.values())

@@ -57,8 +57,8 @@ def run(
 ) -> dict[str, Any]:
     """passages/s of our local embedder (each precision) and of sentence-transformers, and the
     cosine between their vectors of each passage."""
-    from semops.research.config import LocalEmbedderConfig
-    from semops.research.embed import LocalEmbedder, hide_broken_torchvision, minilm_dir
+    from semops.config.research import LocalEmbedderConfig
+    from semops.research.index.embed import LocalEmbedder, hide_broken_torchvision, minilm_dir
 
     hide_broken_torchvision()
     import torch

@@ -121,7 +121,7 @@ def disk_usage(path: Path) -> dict[str, int]:
 
 
 def bench_edge(data: np.ndarray, queries: np.ndarray, path: Path, seed: int) -> dict[str, Any]:
-    from semops.research.store import EdgeStore, Point
+    from semops.research.index.store import EdgeStore, Point
 
     n, dim = data.shape
     ids = [str(uuid.UUID(int=i + 1)) for i in range(n)]

@@ -353,7 +353,7 @@ def bench_train(ctx: Context, result: Result) -> None:
     result.table(
         ["loop", "best", "median", "runs", "samples/s (best)"],
         [
-            ["semops.models.mlp.fit", fmt_s(min(ours)), fmt_s(median(ours)),
+            ["semops.tabular.models.mlp.fit", fmt_s(min(ours)), fmt_s(median(ours)),
              ", ".join(fmt_s(s) for s in ours), fmt_rate(data["ours_samples_per_s"])],
             ["plain PyTorch loop", fmt_s(min(plain)), fmt_s(median(plain)),
              ", ".join(fmt_s(s) for s in plain), fmt_rate(data["plain_samples_per_s"])],

@@ -59,9 +59,9 @@ def generate(raw: Path, rows: int, out: Path) -> dict[str, Any]:
 
 
 def clean(source: Path, params: Path, workdir: Path) -> dict[str, Any]:
-    from semops.clean import clean_and_split
+    from semops.config.schema import load_section
     from semops.io import read_table, write_parquet
-    from semops.params import load_section
+    from semops.tabular.clean import clean_and_split
 
     data = load_section("data", params)
     split = load_section("split", params)
@@ -98,9 +98,9 @@ def clean(source: Path, params: Path, workdir: Path) -> dict[str, Any]:
 
 def featurize(params: Path, workdir: Path) -> dict[str, Any]:
     from semops import paths
-    from semops.features import fit_featurizer, transform
+    from semops.config.schema import load_section
     from semops.io import read_table, write_arrow, write_json
-    from semops.params import load_section
+    from semops.tabular.features import fit_featurizer, transform
 
     data = load_section("data", params)
     cfg = load_section("featurize", params)

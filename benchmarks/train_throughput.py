@@ -1,4 +1,4 @@
-"""MLP training throughput: semops.models.mlp.fit against a minimal plain PyTorch loop.
+"""MLP training throughput: semops.tabular.models.mlp.fit against a minimal plain PyTorch loop.
 
 Run from a built project (it reads params.yaml and data/processed/); prints one JSON line.
 Both loops train the same network (build_network) on the same tensors with the same seeds,
@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-import semops.models.mlp as mlp
-from semops import models, paths
-from semops.featureio import load_features
-from semops.params import EarlyStopping, MlpConfig, TrainConfig, load_section
+import semops.tabular.models.mlp as mlp
+from semops import paths
+from semops.config.schema import EarlyStopping, MlpConfig, TrainConfig, load_section
+from semops.tabular import models
+from semops.tabular.featureio import load_features
 
 
 def plain_loop(

@@ -1,10 +1,10 @@
 """clean: type, normalise and deduplicate the raw table, then split it into train/val/test."""
 
 from semops import paths
-from semops.clean import clean_and_split
+from semops.config.schema import load_section
 from semops.io import read_table, write_json, write_parquet
-from semops.params import load_section
 from semops.stage import run_stage
+from semops.tabular.clean import clean_and_split
 
 
 def main() -> None:

@@ -3,10 +3,10 @@
 from dataclasses import asdict
 
 from semops import paths
-from semops.download import fetch
+from semops.config.schema import load_section
 from semops.io import sha256_file, write_json, write_parquet
-from semops.params import load_section
 from semops.stage import run_stage
+from semops.tabular.download import fetch
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 """evaluate: test metrics, curves and confusion matrix, beside a logistic-regression baseline."""
 
-from semops import evaluation as ev
-from semops import models, paths
-from semops.featureio import load_features
+from semops import paths
+from semops.config.schema import load_section
 from semops.io import write_csv, write_json
-from semops.models.linear import fit_logreg
-from semops.params import load_section
 from semops.stage import run_stage
+from semops.tabular import evaluation as ev
+from semops.tabular import models
+from semops.tabular.featureio import load_features
+from semops.tabular.models.linear import fit_logreg
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """featurize: fit imputation, scaling and encoding on train; apply them to every split."""
 
 from semops import paths
-from semops.features import fit_featurizer, transform
+from semops.config.schema import load_section
 from semops.io import read_table, write_arrow, write_json
-from semops.params import load_section
 from semops.stage import run_stage
+from semops.tabular.features import fit_featurizer, transform
 
 
 def main() -> None:

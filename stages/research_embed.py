@@ -2,9 +2,9 @@
 the Qdrant index, and evaluate retrieval on the evaluation set."""
 
 from semops import paths
+from semops.config.schema import load_section
 from semops.io import write_json
-from semops.params import load_section
-from semops.research.build import run_research_embed
+from semops.research.pipeline import run_research_embed
 from semops.stage import run_stage
 
 

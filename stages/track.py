@@ -1,10 +1,10 @@
 """track: mirror this result (params, metrics, history, plots, model) to MLflow, once."""
 
 from semops import paths
+from semops.config.schema import load_section
 from semops.io import write_json
-from semops.params import load_section
 from semops.stage import run_stage
-from semops.tracking import track_workspace
+from semops.tracking.mirror import track_workspace
 
 
 def main() -> None:

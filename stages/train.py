@@ -1,10 +1,11 @@
 """train: fit the configured model on train with early stopping on val; save it and its history."""
 
-from semops import models, paths
-from semops.featureio import load_features
+from semops import paths
+from semops.config.schema import load_section
 from semops.io import read_json, write_csv, write_json
-from semops.params import load_section
 from semops.stage import run_stage
+from semops.tabular import models
+from semops.tabular.featureio import load_features
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semops.clean import (
+from semops.config.schema import DataConfig, FileSource, SplitConfig, ValidRange
+from semops.errors import SemopsError
+from semops.tabular.clean import (
     assign_splits,
     clean_and_split,
     clean_table,
@@ -17,8 +19,6 @@ from semops.clean import (
     normalised_label,
     row_hash,
 )
-from semops.errors import SemopsError
-from semops.params import DataConfig, FileSource, SplitConfig, ValidRange
 
 SOURCE = FileSource("file", "raw.csv", "0" * 64)
 

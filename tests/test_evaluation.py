@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-import semops.evaluation as ev
+import semops.tabular.evaluation as ev
 
 
 def binary_case(seed: int = 0, n: int = 300) -> tuple[np.ndarray, np.ndarray]:

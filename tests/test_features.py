@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semops.clean import normalise_categorical
+from semops.config.schema import FeaturizeConfig
 from semops.errors import SemopsError
-from semops.featureio import LABEL, load_features
-from semops.features import fit_featurizer, transform
 from semops.io import dump_json, write_arrow, write_parquet
-from semops.params import FeaturizeConfig
+from semops.tabular.clean import normalise_categorical
+from semops.tabular.featureio import LABEL, load_features
+from semops.tabular.features import fit_featurizer, transform
 
 CFG = FeaturizeConfig()
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semops import models
+from semops.config.schema import EarlyStopping, GbdtConfig, LogregConfig, MlpConfig, TrainConfig
 from semops.errors import SemopsError
-from semops.models import EarlyStopper, TrainingData, log_loss, scores_to_proba, softmax
-from semops.models.gbdt import TreeEnsemble, export_trees, keep_rounds
-from semops.models.linear import LinearClassifier, fit_logreg
-from semops.params import EarlyStopping, GbdtConfig, LogregConfig, MlpConfig, TrainConfig
+from semops.tabular import models
+from semops.tabular.models import EarlyStopper, TrainingData, log_loss, scores_to_proba, softmax
+from semops.tabular.models.gbdt import TreeEnsemble, export_trees, keep_rounds
+from semops.tabular.models.linear import LinearClassifier, fit_logreg
 
 N_FEATURES = 5
 
@@ -158,8 +158,8 @@ def test_linear_classifier_equals_sklearn(n_classes: int) -> None:
 def test_numpy_mlp_equals_the_torch_network(layers: int, n_classes: int) -> None:
     import torch
 
-    from semops.models.mlp import build_network
-    from semops.models.mlp_predict import from_tensors
+    from semops.tabular.models.mlp import build_network
+    from semops.tabular.models.mlp_predict import from_tensors
 
     torch.manual_seed(layers)
     # Dropout is active in train mode, the identity in eval mode (what the numpy version does).
@@ -204,7 +204,7 @@ def test_mlp_training_is_byte_identical_for_the_same_seed(tmp_path: Path) -> Non
 
 
 def test_mlp_keeps_the_weights_of_its_best_epoch() -> None:
-    from semops.models.mlp_predict import from_tensors
+    from semops.tabular.models.mlp_predict import from_tensors
 
     data = training_data(2)
     fitted = models.fit(*mlp_settings(epochs=30, patience=2), data)
@@ -364,7 +364,7 @@ def test_log_loss_matches_sklearn() -> None:
 def test_our_adamw_is_bit_identical_to_torch_adamw() -> None:
     import torch
 
-    from semops.models.mlp import AdamW, build_network
+    from semops.tabular.models.mlp import AdamW, build_network
 
     x, y = make_data(64, 3, seed=4)
     features, labels = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)

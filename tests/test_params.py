@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from semops.errors import SemopsError
-from semops.params import (
+from semops.config.schema import (
     ConfigError,
     DataConfig,
     FileSource,
@@ -27,6 +26,7 @@ from semops.params import (
     read_params,
     validate_all,
 )
+from semops.errors import SemopsError
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32

@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 from conftest import run
 
-from semops.params import flatten
-from semops.tracking import RESULT_TAG
+from semops.config.schema import flatten
+from semops.tracking.mirror import RESULT_TAG
 
 STAGES = ("download", "clean", "featurize", "train", "evaluate", "track")
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from semops.config.research import AnswerConfig, ResearchConfigError
 from semops.errors import SemopsError
-from semops.research.answer import (
+from semops.research.query.answer import (
     NO_KEY_NOTE,
     SYSTEM_PROMPT,
     Answer,
@@ -29,7 +30,6 @@ from semops.research.answer import (
     format_answer,
     select_context,
 )
-from semops.research.config import AnswerConfig, ResearchConfigError
 
 API_KEY = "sk-ant-api03-TEST-Zq8vV1xL0fY3kP9sR2mN-secret"
 MODEL = "claude-sonnet-5-5"
@@ -359,8 +359,8 @@ def test_without_key_the_best_passages_are_cited_and_nothing_is_sent(
 def test_no_key_means_no_anthropic_import() -> None:
     code = (
         "import sys\n"
-        "from semops.research.answer import Passage, answer\n"
-        "from semops.research.config import AnswerConfig\n"
+        "from semops.research.query.answer import Passage, answer\n"
+        "from semops.config.research import AnswerConfig\n"
         "a = answer('q?', [Passage('s', (), None, 'text', 1.0)], AnswerConfig())\n"
         "print(a.mode, 'anthropic' in sys.modules)\n"
     )

@@ -12,14 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from semops.errors import SemopsError
-from semops.research.chunking import (
+from semops.research.documents import Chunk, Document, Section, embedding_input, sha256_text
+from semops.research.index.chunking import (
     chunk_document,
     chunk_documents,
     chunk_id,
     read_chunks,
     write_chunks,
 )
-from semops.research.documents import Chunk, Document, Section, embedding_input, sha256_text
 
 Counter = Callable[[list[str]], list[int]]
 

@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semops.errors import SemopsError
-from semops.research.config import (
+from semops.config.research import (
     LocalEmbedderConfig,
     OllamaEmbedderConfig,
     OpenAIEmbedderConfig,
 )
+from semops.errors import SemopsError
 from semops.research.documents import sha256_text
-from semops.research.embed import (
+from semops.research.index.embed import (
     LocalEmbedder,
     OllamaEmbedder,
     OpenAIEmbedder,
@@ -54,7 +54,7 @@ from semops.research.embed import (
     redact,
     retry_delay,
 )
-from semops.research.embedcache import EmbeddingCache, embed_with_cache
+from semops.research.index.embedcache import EmbeddingCache, embed_with_cache
 
 SECRET = "sk-test-0123456789abcdefSECRET"
 
@@ -233,8 +233,8 @@ def test_exported_model_is_reused_by_a_new_process(int8: LocalEmbedder, model_di
     before = {p.name: p.stat().st_mtime_ns for p in model_dir.glob("*.onnx")}
     script = (
         "import sys; from pathlib import Path\n"
-        "from semops.research.config import LocalEmbedderConfig\n"
-        "from semops.research.embed import LocalEmbedder\n"
+        "from semops.config.research import LocalEmbedderConfig\n"
+        "from semops.research.index.embed import LocalEmbedder\n"
         "config = LocalEmbedderConfig(precision='int8', batch_size=32)\n"
         "e = LocalEmbedder(config, Path(sys.argv[1]))\n"
         "v = e.embed_query('How do I copy an object in Python?')\n"
@@ -762,10 +762,10 @@ KILL_TEXTS = [f"passage number {i}" for i in range(40)]
 KILL_CHILD = """
 import json, sys
 from pathlib import Path
-from semops.research.config import OllamaEmbedderConfig
+from semops.config.research import OllamaEmbedderConfig
 from semops.research.documents import sha256_text
-from semops.research.embed import OllamaEmbedder
-from semops.research.embedcache import EmbeddingCache, embed_with_cache
+from semops.research.index.embed import OllamaEmbedder
+from semops.research.index.embedcache import EmbeddingCache, embed_with_cache
 
 texts = json.loads(sys.argv[2])
 embedder = OllamaEmbedder(OllamaEmbedderConfig(batch_size=4))

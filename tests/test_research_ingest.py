@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from semops.config.research import PdfConfig
 from semops.errors import SemopsError
-from semops.research.config import PdfConfig
 from semops.research.documents import Section
-from semops.research.ingest import (
+from semops.research.ingest.files import (
     Block,
     Box,
     IngestError,

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semops.config.research import RetrievalConfig
 from semops.errors import SemopsError
-from semops.research.config import RetrievalConfig
-from semops.research.retrieval import (
+from semops.research.index.store import EdgeStore, Hit, Point
+from semops.research.query.retrieval import (
     aggregate_to_documents,
     mrr_at_k,
     ndcg_at_k,
@@ -23,7 +24,6 @@ from semops.research.retrieval import (
     search,
     tfidf_rank,
 )
-from semops.research.store import EdgeStore, Hit, Point
 
 # ----------------------------------------------------------------------------- rrf
 

@@ -156,7 +156,7 @@ def test_a_second_process_gets_a_clear_message(tmp_path: Path, model_cache: Path
         [
             sys.executable,
             "-c",
-            "import sys, time; from semops.research.store import EdgeStore; "
+            "import sys, time; from semops.research.index.store import EdgeStore; "
             "s = EdgeStore('data/research/index', 384, sys.argv[1]); print('open', flush=True); "
             "time.sleep(60)",
             "{embedder}+{dense_vectors}".format_map(

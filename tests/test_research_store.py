@@ -20,7 +20,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from semops.errors import SemopsError
-from semops.research.store import (
+from semops.research.index.store import (
     BATCH,
     EdgeStore,
     Hit,
@@ -220,7 +220,7 @@ def test_a_second_store_in_this_process_is_refused(edge: EdgeStore, index_path: 
 
 OPEN_SCRIPT = """
 import sys
-from semops.research.store import EdgeStore
+from semops.research.index.store import EdgeStore
 from semops.stage import run_stage
 
 def main():
@@ -263,7 +263,7 @@ def test_a_second_process_gets_a_clear_message_not_a_traceback(
 KILLED_SCRIPT = """
 import sys, time, uuid
 import numpy as np
-from semops.research.store import EdgeStore, Point
+from semops.research.index.store import EdgeStore, Point
 
 with EdgeStore(sys.argv[1], 8, "test:hash-8") as store:
     vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from semops.research.config import ResearchConfigError, WebConfig
+from semops.config.research import ResearchConfigError, WebConfig
 from semops.research.documents import sha256_text
-from semops.research.web import (
+from semops.research.ingest.web import (
     CrawlReport,
     browser_error_reason,
     crawl,
@@ -353,8 +353,8 @@ CRAWL_UNTIL_INTERRUPTED = """
 import signal, sys
 from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)  # also where the shell ignores it
-from semops.research.config import ResearchConfigError, WebConfig
-from semops.research.web import crawl
+from semops.config.research import ResearchConfigError, WebConfig
+from semops.research.ingest.web import crawl
 cfg = WebConfig(allow_private=True, delay=0, timeout=60, browser=sys.argv[2])
 crawl([sys.argv[1]], cfg, Path(sys.argv[3]))
 """

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from semops.tracking import (
+from semops.tracking.mirror import (
     BUNDLE,
     COMPLETE_TAG,
     RESULT_TAG,

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from semops import paths
-from semops.errors import SemopsError
-from semops.io import atomic_path, read_json
-from semops.params import (
+from semops.config.schema import (
     PARAMS_FILE,
     ConfigError,
     flatten,
@@ -19,6 +17,8 @@ from semops.params import (
     read_params,
     validate_all,
 )
+from semops.errors import SemopsError
+from semops.io import atomic_path, read_json
 
 CONF_DIR = Path("conf")
 CONFIG_NAME = "config"

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from semops.config.research import RetrievalConfig
 from semops.errors import SemopsError
-from semops.research.config import RetrievalConfig
-from semops.research.store import Hit, Store
+from semops.research.index.store import Hit, Store
 
 Ranked = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]

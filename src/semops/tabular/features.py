@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from semops.clean import is_categorical, normalised_label
+from semops.config.schema import FeaturizeConfig
 from semops.errors import SemopsError
-from semops.featureio import LABEL
-from semops.params import FeaturizeConfig
+from semops.tabular.clean import is_categorical, normalised_label
+from semops.tabular.featureio import LABEL
 
 if TYPE_CHECKING:
     import pandas as pd

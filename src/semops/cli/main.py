@@ -7,12 +7,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from semops.cli import research as research_commands
 from semops.errors import SemopsError
-from semops.research import commands as research_commands
 
 
 def _compose(args: argparse.Namespace) -> None:
-    from semops.compose import compose_params
+    from semops.config.compose import compose_params
 
     changed = compose_params(args.overrides)
     print(
@@ -45,7 +45,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _mirror(args: argparse.Namespace) -> None:
-    from semops.tracking import mirror_pending, redact_text, tracking_uri
+    from semops.tracking.mirror import mirror_pending, redact_text, tracking_uri
 
     done, failed = mirror_pending()
     here = redact_text(tracking_uri())

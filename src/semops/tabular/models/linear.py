@@ -9,9 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from semops.config.schema import LogregConfig, TrainConfig
 from semops.errors import SemopsError
-from semops.models import Trained, TrainingData, history_row, log_loss, scores_to_proba, softmax
-from semops.params import LogregConfig, TrainConfig
+from semops.tabular.models import (
+    Trained,
+    TrainingData,
+    history_row,
+    log_loss,
+    scores_to_proba,
+    softmax,
+)
 
 
 class LinearClassifier:

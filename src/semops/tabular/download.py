@@ -11,9 +11,9 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semops.config.schema import FileSource, HfSource, RdatasetsSource, Source, UrlSource
 from semops.errors import SemopsError
 from semops.io import read_table, sha256_file
-from semops.params import FileSource, HfSource, RdatasetsSource, Source, UrlSource
 from semops.paths import project_root
 
 if TYPE_CHECKING:

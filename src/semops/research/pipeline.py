@@ -18,19 +18,20 @@ from typing import Any
 import numpy as np
 
 from semops import paths
+from semops.config.research import ResearchConfig, RetrievalConfig
 from semops.errors import SemopsError
 from semops.io import dump_json, read_json, sha256_file, write_json
-from semops.research import chunking, retrieval
 from semops.research import documents as documents_module
-from semops.research.chunking import chunk_documents, read_chunks, write_chunks
-from semops.research.config import ResearchConfig, RetrievalConfig
-from semops.research.corpus import BeirSet, beir_documents, passage_of_source, read_beir
 from semops.research.documents import Chunk, Document, Section, embedding_input
-from semops.research.embed import Embedder, make_embedder
-from semops.research.embedcache import EmbeddingCache, embed_with_cache
-from semops.research.ingest import IngestFailure, convert_files
-from semops.research.sources import snapshot_files
-from semops.research.store import EdgeStore, IndexMismatchError, Point, ServerStore, Store
+from semops.research.index import chunking
+from semops.research.index.chunking import chunk_documents, read_chunks, write_chunks
+from semops.research.index.embed import Embedder, make_embedder
+from semops.research.index.embedcache import EmbeddingCache, embed_with_cache
+from semops.research.index.store import EdgeStore, IndexMismatchError, Point, ServerStore, Store
+from semops.research.ingest.corpus import BeirSet, beir_documents, passage_of_source, read_beir
+from semops.research.ingest.files import IngestFailure, convert_files
+from semops.research.ingest.files.sources import snapshot_files
+from semops.research.query import retrieval
 
 METHODS = ("dense", "bm25", "hybrid")
 CUTOFFS = (1, 5, 10)

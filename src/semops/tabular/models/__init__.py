@@ -15,22 +15,22 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from semops.config.schema import ModelConfig, TrainConfig
 from semops.errors import SemopsError
 from semops.io import atomic_dir, dump_json, read_json
-from semops.params import ModelConfig, TrainConfig
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
 # Training and prediction live apart where training needs a heavy import the predictor does not.
 _TRAINERS = {
-    "mlp": "semops.models.mlp",
-    "logreg": "semops.models.linear",
-    "gbdt": "semops.models.gbdt",
+    "mlp": "semops.tabular.models.mlp",
+    "logreg": "semops.tabular.models.linear",
+    "gbdt": "semops.tabular.models.gbdt",
 }
 _PREDICTORS = {
-    "mlp": "semops.models.mlp_predict",
-    "logreg": "semops.models.linear",
-    "gbdt": "semops.models.gbdt",
+    "mlp": "semops.tabular.models.mlp_predict",
+    "logreg": "semops.tabular.models.linear",
+    "gbdt": "semops.tabular.models.gbdt",
 }
 
 

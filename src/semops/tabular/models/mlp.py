@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from semops.config.schema import MlpConfig, TrainConfig
 from semops.errors import SemopsError
-from semops.models import EarlyStopper, Trained, TrainingData, history_row
-from semops.params import MlpConfig, TrainConfig
+from semops.tabular.models import EarlyStopper, Trained, TrainingData, history_row
 
 
 def build_network(n_features: int, n_classes: int, cfg: MlpConfig) -> nn.Sequential:

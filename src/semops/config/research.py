@@ -1,4 +1,4 @@
-"""Typed, validated `research` section of params.yaml (built by semops.params.build)."""
+"""Typed, validated `research` section of params.yaml (built by semops.config.schema.build)."""
 
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from semops import paths
+from semops.config.schema import flatten, read_params
 from semops.errors import SemopsError
 from semops.io import dump_json, read_csv_rows, read_json, sha256_file
-from semops.params import flatten, read_params
 
 RESULT_TAG = "semops.result_id"
 METRIC_FILES = (
@@ -173,7 +173,7 @@ def spool(bundle: dict[str, Any], while_rendering: Callable[[], object] = lambda
             shutil.copy2(path, staging / path.name)
         shutil.copytree(paths.MODEL_DIR, staging / "model")
         renderer = subprocess.Popen(
-            [sys.executable, "-m", "semops.plots", str(staging), str(staging / "plots")],
+            [sys.executable, "-m", "semops.tracking.plots", str(staging), str(staging / "plots")],
             stderr=subprocess.PIPE,
             text=True,
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from semops.models import softmax
+from semops.tabular.models import softmax
 
 
 class MlpClassifier:

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from semops.errors import SemopsError
-from semops.io import atomic_path, read_json, sha256_file, write_json
-from semops.research.config import (
+from semops.config.research import (
     LocalEmbedderConfig,
     OllamaEmbedderConfig,
     OpenAIEmbedderConfig,
 )
+from semops.errors import SemopsError
+from semops.io import atomic_path, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:
     import onnxruntime

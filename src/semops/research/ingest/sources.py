@@ -60,7 +60,7 @@ def _replace_entry(root: Path, entry: SourceEntry) -> None:
 
 def add_local(path: Path, root: Path) -> tuple[SourceEntry, int]:
     """Copy a file, or a folder's supported files, into a snapshot; return it and the file count."""
-    from semops.research.ingest import discover
+    from semops.research.ingest.files import discover
 
     origin = path.expanduser().resolve()
     if not origin.exists():

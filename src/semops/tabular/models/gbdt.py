@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from semops.models import (
+from semops.config.schema import GbdtConfig, TrainConfig
+from semops.tabular.models import (
     EarlyStopper,
     Trained,
     TrainingData,
@@ -16,7 +17,6 @@ from semops.models import (
     log_loss,
     scores_to_proba,
 )
-from semops.params import GbdtConfig, TrainConfig
 
 
 class TreeEnsemble:

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from semops.config.research import AnswerConfig
 from semops.errors import SemopsError
-from semops.research.config import AnswerConfig
 
 API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
 

@@ -19,8 +19,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from semops.config.research import PdfConfig, ResearchConfigError
 from semops.errors import SemopsError
-from semops.research.config import PdfConfig, ResearchConfigError
 from semops.research.documents import Document, Section
 
 if TYPE_CHECKING:

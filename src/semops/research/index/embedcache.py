@@ -20,7 +20,7 @@ import numpy as np
 
 from semops.errors import SemopsError
 from semops.io import write_bytes
-from semops.research.embed import Embedder, check_vectors
+from semops.research.index.embed import Embedder, check_vectors
 
 HEX_DIGITS = 64
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from semops import paths
+from semops.config.research import ResearchConfig
+from semops.config.schema import load_section
 from semops.errors import SemopsError
-from semops.params import load_section
-from semops.research.config import ResearchConfig
 
 
 def _config(args: argparse.Namespace) -> ResearchConfig:
@@ -29,9 +29,9 @@ def _config(args: argparse.Namespace) -> ResearchConfig:
 def _passages(cfg: ResearchConfig, query: str, limit: int) -> list[Any]:
     from dataclasses import replace
 
-    from semops.research import retrieval
-    from semops.research.answer import Passage
-    from semops.research.build import open_index
+    from semops.research.pipeline import open_index
+    from semops.research.query import retrieval
+    from semops.research.query.answer import Passage
 
     with open_index(cfg) as (store, embedder):
         hits = retrieval.search(
@@ -50,7 +50,7 @@ def _passages(cfg: ResearchConfig, query: str, limit: int) -> list[Any]:
 
 
 def ask(args: argparse.Namespace) -> None:
-    from semops.research.answer import answer, format_answer
+    from semops.research.query.answer import answer, format_answer
 
     cfg = _config(args)
     passages = _passages(cfg, args.question, args.top_k or cfg.answer.top_k)
@@ -67,7 +67,7 @@ def search(args: argparse.Namespace) -> None:
 
 
 def add(args: argparse.Namespace) -> None:
-    from semops.research import sources
+    from semops.research.ingest import sources
 
     cfg: ResearchConfig = load_section("research")
     root = paths.RESEARCH_SOURCES
@@ -86,7 +86,7 @@ def add(args: argparse.Namespace) -> None:
 
 def _crawler(url: str, cfg: ResearchConfig) -> Callable[[Path], int]:
     def crawl_into(folder: Path) -> int:
-        from semops.research.web import crawl
+        from semops.research.ingest.web import crawl
 
         report = crawl([url], cfg.web, folder)
         for failure in report.failures:
@@ -97,7 +97,7 @@ def _crawler(url: str, cfg: ResearchConfig) -> Callable[[Path], int]:
 
 
 def remove(args: argparse.Namespace) -> None:
-    from semops.research import sources
+    from semops.research.ingest import sources
 
     entry = sources.remove(args.origin, paths.RESEARCH_SOURCES)
     print(f"research remove: {entry.origin}")
@@ -106,7 +106,7 @@ def remove(args: argparse.Namespace) -> None:
 
 
 def list_sources(args: argparse.Namespace) -> None:
-    from semops.research import sources
+    from semops.research.ingest import sources
 
     entries = sources.read_manifest(paths.RESEARCH_SOURCES)
     cfg: ResearchConfig = load_section("research")

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from semops.config.schema import DataConfig, SplitConfig
 from semops.errors import SemopsError
-from semops.params import DataConfig, SplitConfig
 from semops.paths import SPLITS
 
 _GOLDEN = 0x9E3779B97F4A7C15

@@ -33,8 +33,8 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
+from semops.config.research import WebConfig
 from semops.io import write_bytes, write_json
-from semops.research.config import WebConfig
 from semops.research.documents import sha256_text
 
 # Both the robots.txt user agent we obey and the one the plain-HTTP fetch sends.

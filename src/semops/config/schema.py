@@ -16,8 +16,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from semops.config.research import ResearchConfig
 from semops.errors import SemopsError
-from semops.research.config import ResearchConfig
 
 PARAMS_FILE = Path("params.yaml")
 

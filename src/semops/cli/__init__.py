@@ -1,0 +1,1 @@
+"""The `semops` command line: the top layer, over everything else."""

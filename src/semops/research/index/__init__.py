@@ -1,0 +1,1 @@
+"""Building the index: chunks, embedders, the embedding store and the Qdrant stores."""

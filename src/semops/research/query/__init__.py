@@ -1,0 +1,1 @@
+"""Using the index: retrieval (dense, BM25, hybrid) and answers with citations."""

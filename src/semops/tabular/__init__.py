@@ -1,0 +1,1 @@
+"""The tabular pipeline: download, clean, featurize, train and evaluate."""

@@ -1,0 +1,1 @@
+"""Mirroring results to MLflow, and the plots logged with them."""
