@@ -30,7 +30,7 @@ from semops.research.index.embedcache import EmbeddingCache, embed_with_cache
 from semops.research.index.store import EdgeStore, IndexMismatchError, Point, ServerStore, Store
 from semops.research.ingest.corpus import BeirSet, beir_documents, passage_of_source, read_beir
 from semops.research.ingest.files import IngestFailure, convert_files
-from semops.research.ingest.files.sources import snapshot_files
+from semops.research.ingest.sources import snapshot_files
 from semops.research.query import retrieval
 
 METHODS = ("dense", "bm25", "hybrid")
