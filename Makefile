@@ -16,7 +16,7 @@ CHROMIUM ?= /usr/bin/chromium
 # Hydra overrides for `make params/repro/run`, e.g. make run O='data=churn model=gbdt'
 O ?=
 # `make show`: experiments with their test metrics and the params that differ, best first
-SHOW_DROP := Created|State|Executor|.*clean\.json.*|.*split\..*|baseline_logreg\..*|lift_over_baseline\..*|test_rows|epochs_run|best_.*|data/.*|src/.*|stages/.*|data\..*|featurize\..*|evaluate\..*|tracking\..*|train\.(threads|amp|device|early_stopping\..*|weight_decay|epochs)
+SHOW_DROP := Created|State|Executor|.*clean\.json.*|.*split\..*|baseline_logreg\..*|lift_over_baseline\..*|test_rows|epochs_run|best_.*|data/.*|src/.*|stages/.*|data\..*|featurize\..*|evaluate\..*|tracking\..*|train\.(threads|early_stopping\..*|epochs)|model\.(amp|device|weight_decay)
 
 ifneq (,$(wildcard .env))
 include .env

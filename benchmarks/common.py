@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,14 +19,38 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# The tests' project-copy helpers; tests/ holds top-level modules, as pytest imports them.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from projectkit import BIN, REPO, clean_env, copy_project_files, make_project  # noqa: F401
-
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / ".venv" / "bin"
 PYTHON = str(BIN / "python")
 GIB = 1 << 30
 
 STAGES = ("download", "clean", "featurize", "train", "evaluate", "track")
+# Modules the stages import, loaded once before anything is timed, so that the first timed
+# command does not also pay for reading them from disk into the page cache.
+WARM_IMPORTS = (
+    "import torch, sklearn.linear_model, sklearn.metrics, mlflow, pandas, pyarrow.parquet, "
+    "dvc.repo, matplotlib.pyplot"
+)
+# Commits in the throwaway repos need an identity, whatever the user's git config holds.
+GIT_IDENTITY = {
+    f"GIT_{role}_{field}": value
+    for role in ("AUTHOR", "COMMITTER")
+    for field, value in (("NAME", "semops-bench"), ("EMAIL", "bench@example.invalid"))
+}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without MLflow, DVC or PYTHONPATH settings, the venv first on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "DVC_")) and k != "PYTHONPATH"
+    }
+    # The committed dvc.lock is the CPU result; a GPU trains other (bf16) weights.
+    env.update(
+        GIT_IDENTITY, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", CUDA_VISIBLE_DEVICES=""
+    )
+    return {**env, **extra}
 
 
 def project_env(project: Path, **extra: str) -> dict[str, str]:
@@ -38,6 +64,49 @@ def project_env(project: Path, **extra: str) -> dict[str, str]:
 def helper_env(project: Path) -> dict[str, str]:
     """Environment for `python -m benchmarks.<helper>` run in a project copy."""
     return clean_env(PYTHONPATH=os.pathsep.join([str(project / "src"), str(REPO)]))
+
+
+def snapshot_project(dest: Path) -> Path:
+    """The working tree's files as a clone with the uncommitted changes would hold them: git's
+    tracked files and the untracked ones it does not ignore (never data, caches or the venv)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if not source.is_file():  # deleted or moved since it was staged
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest / name, follow_symlinks=False)
+    return dest
+
+
+def make_project(snapshot: Path, dest: Path, cache: Path) -> Path:
+    """A fresh git repo of `snapshot`'s files, the venv symlinked, an empty DVC cache `cache`
+    and a private DVC site cache beside it."""
+    shutil.copytree(snapshot, dest, symlinks=True)
+    (dest / ".venv").symlink_to(REPO / ".venv")
+    site_cache = cache.parent / f"{cache.name}-site"
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "project"],
+        ["dvc", "cache", "dir", "--local", str(cache)],
+        ["dvc", "config", "--local", "core.site_cache_dir", str(site_cache)],
+    ):
+        subprocess.run(cmd, cwd=dest, env=clean_env(), check=True, capture_output=True)
+    return dest
+
+
+def ran_stages(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 class CommandError(RuntimeError):
@@ -63,6 +132,18 @@ class Timed:
     def tail(self, n: int = 2000) -> str:
         return (self.stdout[-n:] + "\n" + self.stderr[-n:]).strip()
 
+    def last_json(self) -> Any:
+        """The JSON document a helper printed as its last line."""
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class _Waited:
+    status: int
+    usage: Any  # resource.struct_rusage
+    polled_rss: int
+    killed: str | None
+
 
 def _vm_rss(pid: int) -> int:
     try:
@@ -75,6 +156,29 @@ def _vm_rss(pid: int) -> int:
     return 0
 
 
+def _wait(pid: int, start: float, timeout: float, rss_limit: int | None) -> _Waited:
+    """Poll the child until it exits, killing its process group (SIGKILL) once it passes the
+    time or memory limit, before the kernel's OOM killer has to pick a victim."""
+    killed = None
+    polled = 0
+    interval = 0.005
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return _Waited(status, usage, polled, killed)
+        polled = max(polled, _vm_rss(pid))
+        if killed is None:
+            if rss_limit is not None and polled > rss_limit:
+                killed = f"resident memory above the {rss_limit / GIB:.1f} GiB limit"
+            elif time.perf_counter() - start > timeout:
+                killed = f"still running after the {timeout:.0f} s limit"
+            if killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.1)  # fine timing for short runs, cheap for long
+
+
 def timed(
     cmd: list[str],
     cwd: Path,
@@ -83,11 +187,8 @@ def timed(
     rss_limit: int | None = None,
     check: bool = True,
 ) -> Timed:
-    """Run `cmd`, returning its wall time, output and peak RSS (os.wait4's rusage).
-
-    With `rss_limit` the child is killed (SIGKILL, its whole process group) as soon as its
-    resident memory exceeds the limit, before the kernel's OOM killer has to pick a victim.
-    """
+    """Run `cmd`, returning its wall time, output and peak RSS (os.wait4's rusage); with
+    `rss_limit` the child is killed as soon as its resident memory exceeds the limit."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -98,27 +199,9 @@ def timed(
             stderr=err,
             start_new_session=True,
         )
-        killed = None
-        polled = 0
-        interval = 0.005
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            elapsed = time.perf_counter() - start
-            polled = max(polled, _vm_rss(proc.pid))
-            if killed is None:
-                if rss_limit is not None and polled > rss_limit:
-                    killed = f"resident memory above the {rss_limit / GIB:.1f} GiB limit"
-                elif elapsed > timeout:
-                    killed = f"still running after the {timeout:.0f} s limit"
-                if killed:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-            time.sleep(interval)
-            interval = min(interval * 1.5, 0.1)  # fine timing for short runs, cheap for long
+        waited = _wait(proc.pid, start, timeout, rss_limit)
         seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.returncode = os.waitstatus_to_exitcode(waited.status)
         out.seek(0)
         err.seek(0)
         result = Timed(
@@ -127,10 +210,10 @@ def timed(
             proc.returncode,
             out.read(),
             err.read(),
-            usage.ru_maxrss * 1024,
-            usage.ru_utime + usage.ru_stime,
-            polled,
-            killed,
+            waited.usage.ru_maxrss * 1024,
+            waited.usage.ru_utime + waited.usage.ru_stime,
+            waited.polled_rss,
+            waited.killed,
         )
     if check and not result.ok:
         why = result.killed or f"exit code {result.returncode}"
@@ -140,6 +223,54 @@ def timed(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+class Context:
+    """The temporary folder and the project built once from scratch, shared by benchmarks."""
+
+    def __init__(self, root: Path, args: argparse.Namespace) -> None:
+        self.root = root
+        self.args = args
+        self._built: Path | None = None
+        self.build_info: dict[str, Any] = {}
+        self._count = 0
+        # The project files as they are now: every repo of this run is made from this copy.
+        self._snapshot = snapshot_project(root / "snapshot")
+
+    def fresh_project(self, label: str) -> Path:
+        """A new project repo from the snapshot taken at the start: every benchmark of a run
+        sees the same code, even if the working tree changes meanwhile."""
+        self._count += 1
+        base = self.root / f"{self._count:02d}-{label}"
+        return make_project(self._snapshot, base / "project", base / "dvc-cache")
+
+    def cold_repro(self, label: str) -> tuple[Path, dict[str, Any]]:
+        """A fresh project, then `make repro`'s two commands (compose, dvc repro), each timed."""
+        project = self.fresh_project(label)
+        cache = project.parent / "dvc-cache"
+        info: dict[str, Any] = {
+            "empty_cache": not cache.exists() or not any(cache.iterdir()),
+            "empty_mlruns": [p.name for p in (project / "mlruns").iterdir()] == [".gitkeep"],
+        }
+        compose = timed(["semops", "compose"], project)
+        repro = timed(["dvc", "repro"], project)
+        (project / "first-repro.log").write_text(repro.stdout + repro.stderr)
+        info.update(
+            compose_seconds=compose.seconds,
+            repro_seconds=repro.seconds,
+            repro_cpu_seconds=repro.cpu_seconds,
+            repro_peak_rss=repro.max_rss_bytes,
+            stages_ran=ran_stages(repro.stdout),
+        )
+        return project, info
+
+    def built_project(self) -> Path:
+        """The project after `make repro` from scratch: the first cold run, shared."""
+        if self._built is None:
+            warm = timed([PYTHON, "-c", WARM_IMPORTS], REPO)
+            self._built, self.build_info = self.cold_repro("built")
+            self.build_info["warm_imports_seconds"] = warm.seconds
+        return self._built
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -1,9 +1,8 @@
-"""Research index benchmarks: the research-embed stage on the evaluation corpus (full, then after
-one document changed), retrieval quality and query latency on the built index, the local embedder
-against sentence-transformers, and the embedded store at 50,000 vectors.
+"""Benchmark 6, the research index: the research-embed stage on the evaluation corpus (full, then
+after one document changed), retrieval quality and query latency on the built index.
 
-`python -m benchmarks.research quality|latency` run inside a built project (they open its index);
-the rest is driven from benchmarks/run.py.
+`run` drives it from benchmarks/run.py; `python -m benchmarks.research quality|latency` run
+inside the built project (they open its index) and print one JSON line.
 """
 
 from __future__ import annotations
@@ -13,12 +12,14 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PYTHON, helper_env, timed
+from benchmarks.common import PYTHON, Context, Timed, helper_env, timed
 from benchmarks.report import Result, Target, fmt_s
+
+TITLE = "6. Research index: research-embed, retrieval quality, queries"
 
 # What users would pick instead, measured on this evaluation set with the same model (issue #3).
 PEERS = {
@@ -28,6 +29,14 @@ PEERS = {
     "query_ms": "38-40 ms in their in-memory stores, 19.6 ms in qdrant-client's local mode",
 }
 WEIGHTS = (0.6, 0.7, 0.8, 0.9)
+NOTES = [
+    "Peers (issue #3, same set and model, 2 threads): " + "; ".join(PEERS.values()) + ".",
+    "Full run: the project's `dvc repro research-embed` with data/research and the chunk and "
+    "conversion caches removed (the exported ONNX model kept: it is made once per machine, "
+    "see the first row). Incremental: one passage of the corpus edited, then "
+    "`dvc repro research-embed` (process start, model load, chunking the changed document, "
+    "embedding its chunks, syncing the index and the whole evaluation included).",
+]
 
 
 def embedded_now(output: str) -> int:
@@ -45,10 +54,20 @@ def edit_one_document(project: Path) -> str:
     return str(row["_id"])
 
 
-def bench_research(project: Path, result: Result) -> None:
+@dataclass
+class EmbedRuns:
+    first: Timed
+    full: Timed
+    noop: Timed
+    stage_noop: Timed
+    incremental: Timed
+    edited: str  # the id of the document changed before `incremental`
+
+
+def embed_runs(project: Path) -> EmbedRuns:
     """`dvc repro research-embed` from nothing (model export included), again from an empty
-    embedding cache with the model exported (the full run), then after one document changed."""
-    env = helper_env(project)
+    embedding cache with the model exported (the full run), with nothing changed, then after
+    one document changed."""
     timed(["semops", "compose"], project)
     first = timed(["dvc", "repro", "research-embed"], project, timeout=1800)
     for path in ("data/research", "data/.cache/research/chunks", "data/.cache/research/converted"):
@@ -58,48 +77,44 @@ def bench_research(project: Path, result: Result) -> None:
     stage_noop = timed(["python", "stages/research_embed.py"], project)
     edited = edit_one_document(project)
     incremental = timed(["dvc", "repro", "research-embed"], project)
-    metrics = json.loads((project / "data/reports/research.json").read_text())
-    ratio = incremental.seconds / full.seconds
+    return EmbedRuns(first, full, noop, stage_noop, incremental, edited)
+
+
+def _embed_report(runs: EmbedRuns, result: Result) -> None:
+    ratio = runs.incremental.seconds / runs.full.seconds
     result.targets += [
         Target(
             "full research-embed of the evaluation corpus (`dvc repro research-embed`)",
-            fmt_s(full.seconds),
+            fmt_s(runs.full.seconds),
             "<= 60 s",
-            full.seconds <= 60,
+            runs.full.seconds <= 60,
         ),
         Target(
             "incremental: one document changed / full run",
-            f"{ratio:.1%} ({fmt_s(incremental.seconds)})",
+            f"{ratio:.1%} ({fmt_s(runs.incremental.seconds)})",
             "<= 10%",
             ratio <= 0.10,
         ),
     ]
+    rows = [
+        ("first ever (ONNX export + int8 quantization included)", runs.first, True),
+        ("full (empty embedding cache, model already exported)", runs.full, True),
+        ("nothing changed: `dvc repro research-embed`", runs.noop, False),
+        ("nothing changed: the stage run anyway", runs.stage_noop, True),
+        (f"one document changed ({runs.edited})", runs.incremental, True),
+    ]
     result.table(
         ["run", "wall", "CPU", "chunks embedded"],
         [
-            ["first ever (ONNX export + int8 quantization included)", fmt_s(first.seconds),
-             fmt_s(first.cpu_seconds), str(embedded_now(first.stdout))],
-            ["full (empty embedding cache, model already exported)", fmt_s(full.seconds),
-             fmt_s(full.cpu_seconds), str(embedded_now(full.stdout))],
-            ["nothing changed: `dvc repro research-embed`", fmt_s(noop.seconds),
-             fmt_s(noop.cpu_seconds), "stage not run"],
-            ["nothing changed: the stage run anyway", fmt_s(stage_noop.seconds),
-             fmt_s(stage_noop.cpu_seconds), str(embedded_now(stage_noop.stdout))],
-            [f"one document changed ({edited})", fmt_s(incremental.seconds),
-             fmt_s(incremental.cpu_seconds), str(embedded_now(incremental.stdout))],
+            [label, fmt_s(run.seconds), fmt_s(run.cpu_seconds),
+             str(embedded_now(run.stdout)) if ran else "stage not run"]
+            for label, run, ran in rows
         ],
         title="research-embed",
     )  # fmt: skip
-    quality = json.loads(
-        timed([PYTHON, "-m", "benchmarks.research", "quality"], project, env=env, timeout=1800)
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    latency = json.loads(
-        timed([PYTHON, "-m", "benchmarks.research", "latency"], project, env=env)
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+
+
+def _retrieval_report(metrics: dict[str, Any], quality: dict[str, Any], result: Result) -> None:
     method = metrics["method"]
     default = metrics[method]["ndcg_at_10"]
     margin = metrics["hybrid"]["ndcg_at_10"] - metrics["dense"]["ndcg_at_10"]
@@ -130,6 +145,18 @@ def bench_research(project: Path, result: Result) -> None:
         ],
         title="Hybrid vs dense by fusion weight (rrf_k as configured)",
     )
+
+
+def run(ctx: Context, result: Result) -> None:
+    project = ctx.fresh_project("research")
+    runs = embed_runs(project)
+    _embed_report(runs, result)
+    metrics = json.loads((project / "data/reports/research.json").read_text())
+    env = helper_env(project)
+    module = [PYTHON, "-m", __name__]
+    quality = timed([*module, "quality"], project, env=env, timeout=1800).last_json()
+    latency = timed([*module, "latency"], project, env=env).last_json()
+    _retrieval_report(metrics, quality, result)
     result.table(
         ["query step", "p50", "p95"],
         [
@@ -139,54 +166,44 @@ def bench_research(project: Path, result: Result) -> None:
         title=f"Query latency on the built index ({latency['points']} points, "
         f"{latency['queries']} queries, one at a time)",
     )
-    result.notes += [
-        "Peers (issue #3, same set and model, 2 threads): " + "; ".join(PEERS.values()) + ".",
-        "Full run: the project's `dvc repro research-embed` with data/research and the chunk and "
-        "conversion caches removed (the exported ONNX model kept: it is made once per machine, "
-        "see the first row). Incremental: one passage of the corpus edited, then "
-        "`dvc repro research-embed` (process start, model load, chunking the changed document, "
-        "embedding its chunks, syncing the index and the whole evaluation included).",
-    ]
+    result.notes += NOTES
     result.raw.update(
-        first=first.seconds, full=full.seconds, noop=noop.seconds, stage_noop=stage_noop.seconds,
-        incremental=incremental.seconds, metrics=metrics, quality=quality, latency=latency,
+        first=runs.first.seconds, full=runs.full.seconds, noop=runs.noop.seconds,
+        stage_noop=runs.stage_noop.seconds, incremental=runs.incremental.seconds,
+        metrics=metrics, quality=quality, latency=latency,
     )  # fmt: skip
 
 
 def _quality() -> dict[str, Any]:
     """nDCG@10 of hybrid and dense for several fusion weights, on the built index."""
+    from semops import paths
     from semops.config.schema import load_section
-    from semops.research import pipeline as build
+    from semops.research.evaluate import evaluate_index
+    from semops.research.index.chunking import read_chunks
+    from semops.research.index.sync import embedder_for, open_store
 
     cfg = load_section("research")
     weights: dict[str, dict[str, float]] = {}
-    embedder = build.embedder_for(cfg)
-    with build.open_store(cfg, embedder) as store:
-        built = build.BuiltIndex(
-            build.read_beir(Path(cfg.corpus)),
-            build.read_chunks(build.paths.RESEARCH_CHUNKS),
-            embedder,
-            0,
-            [],
-            0,
-        )
+    embedder = embedder_for(cfg)
+    chunks = read_chunks(paths.RESEARCH_CHUNKS)
+    with open_store(cfg, embedder) as store:
         for weight in WEIGHTS:
             tuned = replace(cfg, retrieval=replace(cfg.retrieval, dense_weight=weight))
-            scores = build.evaluate_index(tuned, built, store)
+            scores = evaluate_index(tuned, chunks, store, embedder)
             weights[str(weight)] = {m: scores[m]["ndcg_at_10"] for m in ("dense", "hybrid", "bm25")}
     return {"weights": weights}
 
 
 def _latency() -> dict[str, Any]:
     from semops.config.schema import load_section
-    from semops.research import pipeline as build
+    from semops.research.index.sync import open_index
     from semops.research.ingest.corpus import read_beir
     from semops.research.query import retrieval
 
     cfg = load_section("research")
     queries = list(read_beir(Path(cfg.corpus)).queries.values())
     times: dict[str, list[float]] = {k: [] for k in ("embed", "dense", "bm25", "hybrid", "total")}
-    with build.open_index(cfg) as (store, embedder):
+    with open_index(cfg) as (store, embedder):
         embedder.embed_query("warm up")
         for text in queries:
             start = time.perf_counter()

@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from benchmarks.common import REPO, machine_info
+from benchmarks.common import REPO, Context, machine_info
 from benchmarks.report import Result, Target
+
+TITLE = "7. Local embedder vs sentence-transformers"
 
 CORPUS = REPO / "samples" / "research" / "pyfaq" / "corpus.jsonl"
 ST_BATCH_SIZES = (32,)
@@ -48,7 +50,7 @@ def _timed(embed: Any, passages: list[str]) -> tuple[np.ndarray, float]:
     return vectors, time.perf_counter() - started
 
 
-def run(
+def measure(
     passages: list[str],
     threads: int = 2,
     model_dir: Path | None = None,
@@ -58,7 +60,8 @@ def run(
     """passages/s of our local embedder (each precision) and of sentence-transformers, and the
     cosine between their vectors of each passage."""
     from semops.config.research import LocalEmbedderConfig
-    from semops.research.index.embed import LocalEmbedder, hide_broken_torchvision, minilm_dir
+    from semops.research.index.embed.export import hide_broken_torchvision
+    from semops.research.index.embed.local import LocalEmbedder, minilm_dir
 
     hide_broken_torchvision()
     import torch
@@ -109,9 +112,9 @@ def run(
     return result
 
 
-def bench(result: Result, n: int = 500) -> None:
-    """`make bench`: the first `n` passages of the evaluation corpus, 2 threads."""
-    out = run(corpus_passages(n), 2, REPO / "data" / ".cache" / "research" / "models")
+def run(ctx: Context, result: Result) -> None:
+    """`make bench`: the first 500 passages of the evaluation corpus, 2 threads."""
+    out = measure(corpus_passages(500), 2, REPO / "data" / ".cache" / "research" / "models")
     st = out["sentence_transformers"][str(out["sentence_transformers_best_batch_size"])]
     int8 = out["int8"]
     result.targets += [
@@ -159,7 +162,9 @@ def main() -> None:
         help="where the exported ONNX models are cached (the research-embed stage's folder)",
     )
     args = parser.parse_args()
-    result = run(corpus_passages(args.n), args.threads, args.model_dir, batch_size=args.batch_size)
+    result = measure(
+        corpus_passages(args.n), args.threads, args.model_dir, batch_size=args.batch_size
+    )
     result["targets"] = {"speedup": TARGET_SPEEDUP, "cosine_mean": TARGET_COSINE}
     result["machine"] = machine_info()
     print(json.dumps(result, indent=2))

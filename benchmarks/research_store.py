@@ -22,12 +22,17 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.common import machine_info
+from benchmarks.common import Context, machine_info
 from benchmarks.report import Result, Target
+
+if TYPE_CHECKING:
+    from semops.research.index.store.base import Point
+
+TITLE = "8. Embedded Qdrant store at 50,000 vectors"
 
 K = 10
 TARGET_P50_MS = 5.0
@@ -120,13 +125,11 @@ def disk_usage(path: Path) -> dict[str, int]:
     return {"allocated_bytes": allocated, "apparent_bytes": apparent}
 
 
-def bench_edge(data: np.ndarray, queries: np.ndarray, path: Path, seed: int) -> dict[str, Any]:
-    from semops.research.index.store import EdgeStore, Point
+def edge_points(data: np.ndarray, ids: list[str], texts: list[str]) -> list[Point]:
+    """EdgeStore points with a BM25 text and the payload the research-embed stage writes."""
+    from semops.research.index.store.base import Point
 
-    n, dim = data.shape
-    ids = [str(uuid.UUID(int=i + 1)) for i in range(n)]
-    texts = synthetic_texts(n, seed)
-    points = [
+    return [
         Point(
             ids[i],
             data[i],
@@ -141,8 +144,17 @@ def bench_edge(data: np.ndarray, queries: np.ndarray, path: Path, seed: int) -> 
                 "n_tokens": WORDS_PER_TEXT,
             },
         )
-        for i in range(n)
+        for i in range(len(ids))
     ]
+
+
+def bench_edge(data: np.ndarray, queries: np.ndarray, path: Path, seed: int) -> dict[str, Any]:
+    from semops.research.index.store.edge import EdgeStore
+
+    n, dim = data.shape
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(n)]
+    texts = synthetic_texts(n, seed)
+    points = edge_points(data, ids, texts)
     truth = [{ids[j] for j in row} for row in exact_top_k(data, queries)]
     word_queries = [" ".join(text.split()[:3]) for text in texts[: len(queries)]]
     result: dict[str, Any] = {}
@@ -241,7 +253,7 @@ def bench_hnsw(data: np.ndarray, queries: np.ndarray, path: Path) -> dict[str, A
     return result
 
 
-def run(
+def measure(
     n: int = 50_000, dim: int = 384, queries: int = 200, hnsw: bool = False, seed: int = 0
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
@@ -269,9 +281,9 @@ def run(
     return result
 
 
-def bench(result: Result) -> None:
+def run(ctx: Context, result: Result) -> None:
     """`make bench`: the 50k run, as targets and a table."""
-    out = run()
+    out = measure()
     rows = []
     for kind in ("random", "clustered"):
         edge, numpy = out[kind]["edge"], out[kind]["numpy"]
@@ -311,7 +323,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--hnsw", action="store_true", help="also build an HNSW shard to compare")
     args = parser.parse_args()
-    print(json.dumps(run(args.n, args.dim, args.queries, args.hnsw), indent=2))
+    print(json.dumps(measure(args.n, args.dim, args.queries, args.hnsw), indent=2))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ from semops.config.schema import load_section
 from semops.io import write_csv, write_json
 from semops.stage import run_stage
 from semops.tabular import evaluation as ev
-from semops.tabular import models
 from semops.tabular.featureio import load_features
+from semops.tabular.models import predict
 from semops.tabular.models.linear import fit_logreg
 
 
 def main() -> None:
     cfg = load_section("evaluate")
-    classifier, meta = models.load(paths.MODEL_DIR)
+    classifier, meta = predict.load(paths.MODEL_DIR)
     x_train, y_train, _ = load_features(paths.processed_split("train"))
     x_test, y_test, _ = load_features(paths.processed_split("test"))
     proba = classifier.predict_proba(x_test)

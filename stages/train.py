@@ -6,6 +6,7 @@ from semops.io import read_json, write_csv, write_json
 from semops.stage import run_stage
 from semops.tabular import models
 from semops.tabular.featureio import load_features
+from semops.tabular.models import base, training
 
 
 def main() -> None:
@@ -14,8 +15,8 @@ def main() -> None:
     classes = read_json(paths.FEATURIZER)["target"]["classes"]
     x_train, y_train, names = load_features(paths.processed_split("train"))
     x_val, y_val, _ = load_features(paths.processed_split("val"))
-    data = models.TrainingData(x_train, y_train, x_val, y_val, n_classes=len(classes))
-    fitted = models.fit(model_cfg, train_cfg, data)
+    data = base.TrainingData(x_train, y_train, x_val, y_val, n_classes=len(classes))
+    fitted = training.fit(model_cfg, train_cfg, data)
     models.save(fitted, paths.MODEL_DIR, {"features": names, "classes": classes})
     write_csv(
         paths.TRAIN_HISTORY, {k: [row[k] for row in fitted.history] for k in fitted.history[0]}

@@ -1,5 +1,5 @@
-"""Fresh copies of the project in temporary git repos: shared by the tests (tests/conftest.py)
-and the benchmarks (benchmarks/common.py)."""
+"""Fresh copies of the project in temporary git repos, for the tests (tests/conftest.py); the
+benchmarks keep their own (benchmarks/common.py)."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def test_single_class_target(tmp_path: Path) -> None:
     [
         ("train.lrr=0.1", "train.lrr"),
         ("model=transformer", "model/transformer"),
-        ("train.lr=-0.5", "train.lr must be > 0, got -0.5"),
+        ("model.lr=-0.5", "model.lr must be > 0, got -0.5"),
         ("split.train=0.9", "must sum to 1"),
         ("train.epochs=ten", "train.epochs must be an integer, got 'ten'"),
     ],

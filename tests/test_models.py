@@ -16,7 +16,9 @@ import pytest
 from semops.config.schema import EarlyStopping, GbdtConfig, LogregConfig, MlpConfig, TrainConfig
 from semops.errors import SemopsError
 from semops.tabular import models
-from semops.tabular.models import EarlyStopper, TrainingData, log_loss, scores_to_proba, softmax
+from semops.tabular.metrics import log_loss, scores_to_proba, softmax
+from semops.tabular.models import predict, training
+from semops.tabular.models.base import EarlyStopper, TrainingData
 from semops.tabular.models.gbdt import TreeEnsemble, export_trees, keep_rounds
 from semops.tabular.models.linear import LinearClassifier, fit_logreg
 
@@ -120,10 +122,8 @@ def test_gbdt_fit_stops_early_and_keeps_the_best_round() -> None:
     model_cfg = GbdtConfig(
         "gbdt", max_iter=100, learning_rate=0.8, max_leaf_nodes=8, min_samples_leaf=3
     )
-    train_cfg = TrainConfig(
-        seed=0, lr=0.1, epochs=1, batch_size=1, early_stopping=EarlyStopping(patience=4)
-    )
-    fitted = models.fit(model_cfg, train_cfg, data)
+    train_cfg = TrainConfig(seed=0, epochs=1, early_stopping=EarlyStopping(patience=4))
+    fitted = training.fit(model_cfg, train_cfg, data)
     losses = [row["val_loss"] for row in fitted.history]
     assert len(fitted.history) == fitted.best_epoch + 4 < 100
     assert losses[fitted.best_epoch - 1] == min(losses)
@@ -182,13 +182,9 @@ def test_numpy_mlp_equals_the_torch_network(layers: int, n_classes: int) -> None
 def mlp_settings(
     seed: int = 0, epochs: int = 4, patience: int = 10
 ) -> tuple[MlpConfig, TrainConfig]:
-    return MlpConfig("mlp", hidden=16, layers=2, dropout=0.2), TrainConfig(
-        seed=seed,
-        lr=0.01,
-        epochs=epochs,
-        batch_size=32,
-        device="cpu",
-        early_stopping=EarlyStopping(patience=patience),
+    model = MlpConfig("mlp", hidden=16, layers=2, dropout=0.2, lr=0.01, batch_size=32, device="cpu")
+    return model, TrainConfig(
+        seed=seed, epochs=epochs, early_stopping=EarlyStopping(patience=patience)
     )
 
 
@@ -196,7 +192,7 @@ def test_mlp_training_is_byte_identical_for_the_same_seed(tmp_path: Path) -> Non
     data = training_data(3)
     weights = []
     for run, seed in enumerate((0, 0, 1)):
-        fitted = models.fit(*mlp_settings(seed), data)
+        fitted = training.fit(*mlp_settings(seed), data)
         models.save(fitted, tmp_path / str(run), {})
         weights.append((tmp_path / str(run) / models.WEIGHTS).read_bytes())
     assert weights[0] == weights[1]
@@ -207,7 +203,7 @@ def test_mlp_keeps_the_weights_of_its_best_epoch() -> None:
     from semops.tabular.models.mlp_predict import from_tensors
 
     data = training_data(2)
-    fitted = models.fit(*mlp_settings(epochs=30, patience=2), data)
+    fitted = training.fit(*mlp_settings(epochs=30, patience=2), data)
     losses = [row["val_loss"] for row in fitted.history]
     assert fitted.best_epoch == int(np.argmin(losses)) + 1
     assert len(fitted.history) <= 30
@@ -222,13 +218,13 @@ def test_mlp_keeps_the_weights_of_its_best_epoch() -> None:
 
 def fitted_model(kind: str) -> tuple[models.Fitted, TrainingData]:
     data = training_data(3 if kind == "mlp" else 2)
-    train_cfg = TrainConfig(seed=0, lr=0.01, epochs=3, batch_size=32, device="cpu")
+    train_cfg = TrainConfig(seed=0, epochs=3)
     model_cfg: Any = {
-        "mlp": MlpConfig("mlp", hidden=8),
+        "mlp": MlpConfig("mlp", hidden=8, lr=0.01, batch_size=32, device="cpu"),
         "logreg": LogregConfig("logreg"),
         "gbdt": GbdtConfig("gbdt", max_iter=10, min_samples_leaf=5),
     }[kind]
-    return models.fit(model_cfg, train_cfg, data), data
+    return training.fit(model_cfg, train_cfg, data), data
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -246,7 +242,6 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 def test_save_then_load_gives_identical_predictions(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib
 
     fitted, data = fitted_model(kind)
     directory = tmp_path / "model"
@@ -269,10 +264,10 @@ def test_save_then_load_gives_identical_predictions(
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(pickle, "loads", no_pickle)
     monkeypatch.setattr(pickle, "Unpickler", no_pickle)
-    classifier, loaded_meta = models.load(directory)
+    classifier, loaded_meta = predict.load(directory)
     assert loaded_meta == meta
 
-    predictor = importlib.import_module(models._PREDICTORS[kind])
+    predictor = predict.predictor(kind)
     in_memory = predictor.from_tensors(meta, fitted.tensors)
     for x in (data.x_train, data.x_val):
         np.testing.assert_array_equal(classifier.predict_proba(x), in_memory.predict_proba(x))
@@ -297,13 +292,13 @@ def test_load_rejects_unknown_kind_and_bad_weights(tmp_path: Path) -> None:
     ):
         (tmp_path / models.WEIGHTS).write_bytes(corrupt)
         with pytest.raises(SemopsError, match=r"model\.safetensors: cannot load weights"):
-            models.load(tmp_path)
+            predict.load(tmp_path)
     (tmp_path / models.WEIGHTS).unlink()
     with pytest.raises(SemopsError, match=r"model\.safetensors: cannot load weights"):
-        models.load(tmp_path)
+        predict.load(tmp_path)
     (tmp_path / models.META).write_text(json.dumps({"kind": "pickle"}))
     with pytest.raises(SemopsError, match="unknown model kind 'pickle'"):
-        models.load(tmp_path)
+        predict.load(tmp_path)
 
 
 # ------------------------------------------------------------------ EarlyStopper
@@ -385,6 +380,6 @@ def test_our_adamw_is_bit_identical_to_torch_adamw() -> None:
 
 def test_diverging_training_is_a_clear_error() -> None:
     model, train = mlp_settings(epochs=5)
-    exploding = dataclasses.replace(train, lr=1e12)
-    with pytest.raises(SemopsError, match=r"training diverged .* lower train.lr \(now 1e\+12\)"):
-        models.fit(model, exploding, training_data(2))
+    exploding = dataclasses.replace(model, lr=1e12)
+    with pytest.raises(SemopsError, match=r"training diverged .* lower model.lr \(now 1e\+12\)"):
+        training.fit(exploding, train, training_data(2))

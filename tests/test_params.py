@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from semops.config.compose import PARAMS_SCHEMA, SCHEMA_LINE, compose_params, write_params_schema
 from semops.config.schema import (
+    MODELS,
+    SECTIONS,
     ConfigError,
     DataConfig,
     FileSource,
@@ -43,16 +48,21 @@ def valid_params() -> dict[str, Any]:
             "types": {"Home": "categorical"},
             "valid": {"Age": {"min": 18, "max": 100}, "Income": {"min": 0}},
         },
-        "model": {"name": "mlp", "hidden": 16, "layers": 2, "dropout": 0.1},
-        "train": {
-            "seed": 0,
+        "model": {
+            "name": "mlp",
+            "hidden": 16,
+            "layers": 2,
+            "dropout": 0.1,
             "lr": 0.001,
-            "epochs": 5,
             "batch_size": 32,
             "weight_decay": 0.0001,
-            "early_stopping": {"patience": 3, "min_delta": 0.0},
             "device": "cpu",
             "amp": True,
+        },
+        "train": {
+            "seed": 0,
+            "epochs": 5,
+            "early_stopping": {"patience": 3, "min_delta": 0.0},
             "threads": 1,
         },
         "split": {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 0},
@@ -108,18 +118,18 @@ def test_valid_params_build_typed_sections() -> None:
     assert isinstance(train, TrainConfig)
     assert train.early_stopping.patience == 3
     assert parse_section("split", params) == SplitConfig(0.7, 0.15, 0.15, 0)
-    assert parse_section("model", params) == MlpConfig("mlp", 16, 2, 0.1)
+    assert parse_section("model", params) == MlpConfig("mlp", 16, 2, 0.1, 0.001, 32, 0.0001, "cpu")
 
 
 def test_integers_are_accepted_for_float_keys_and_become_floats() -> None:
-    train = parse_section("train", with_value("train.lr", 1))
-    assert train.lr == 1.0
-    assert isinstance(train.lr, float)
+    model = parse_section("model", with_value("model.lr", 1))
+    assert model.lr == 1.0
+    assert isinstance(model.lr, float)
 
 
 def test_defaults_fill_optional_keys() -> None:
     train = parse_section("train", without("train.early_stopping"))
-    assert train.early_stopping.patience == 10
+    assert train.early_stopping.patience == 15
     assert train.early_stopping.min_delta == 0.0
 
 
@@ -183,11 +193,11 @@ def test_load_section_reads_a_file(tmp_path: Path) -> None:
         ("train.epochs", "10", "train.epochs", "'10' (str)"),
         ("train.epochs", 10.0, "train.epochs", "10.0 (float)"),
         ("train.epochs", True, "train.epochs", "True (bool)"),
-        ("train.lr", "0.1", "train.lr", "'0.1' (str)"),
-        ("train.lr", False, "train.lr", "False (bool)"),
-        ("train.amp", "yes", "train.amp", "'yes' (str)"),
-        ("train.amp", 1, "train.amp", "1 (int)"),
-        ("train.device", "gpu", "train.device", "'gpu' (str)"),
+        ("model.lr", "0.1", "model.lr", "'0.1' (str)"),
+        ("model.lr", False, "model.lr", "False (bool)"),
+        ("model.amp", "yes", "model.amp", "'yes' (str)"),
+        ("model.amp", 1, "model.amp", "1 (int)"),
+        ("model.device", "gpu", "model.device", "'gpu' (str)"),
         ("train.early_stopping.patience", 2.5, "train.early_stopping.patience", "2.5 (float)"),
         ("train.early_stopping", 5, "train.early_stopping", "5 (int)"),
         ("data.target", 3, "data.target", "3 (int)"),
@@ -219,14 +229,14 @@ def test_section_that_is_not_a_mapping() -> None:
 @pytest.mark.parametrize(
     ("path", "value"),
     [
-        ("train.lr", 0),
-        ("train.lr", -0.5),
-        ("train.lr", float("nan")),
+        ("model.lr", 0),
+        ("model.lr", -0.5),
+        ("model.lr", float("nan")),
         ("train.epochs", 0),
-        ("train.batch_size", -1),
+        ("model.batch_size", -1),
         ("train.threads", 0),
-        ("train.weight_decay", -0.1),
-        ("train.weight_decay", float("nan")),
+        ("model.weight_decay", -0.1),
+        ("model.weight_decay", float("nan")),
         ("train.early_stopping.patience", 0),
         ("train.early_stopping.min_delta", -1e-3),
         ("model.hidden", 0),
@@ -301,7 +311,8 @@ def test_unknown_key_names_where_and_the_key(path: str, where: str, key: str) ->
 
 
 @pytest.mark.parametrize(
-    "path", ["data.target", "data.name", "data.source", "data.source.item", "train.lr", "split.val"]
+    "path",
+    ["data.target", "data.name", "data.source", "data.source.item", "train.seed", "split.val"],
 )
 def test_missing_required_key_names_its_path(path: str) -> None:
     message = error_for(without(path), path.split(".")[0])
@@ -436,3 +447,53 @@ def test_read_params_needs_a_mapping(tmp_path: Path) -> None:
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         read_params(path)
+
+
+# ------------------------------------------------------------ conf/ and the schema
+
+
+def defaults_differing_from(cls: Any, raw: dict[str, Any], where: str) -> list[str]:
+    """Keys of `cls` whose default conf/ leaves out or sets to another value."""
+    found = []
+    for name, info in cls.__pydantic_fields__.items():
+        if info.is_required():
+            continue
+        default = info.get_default(call_default_factory=True)
+        if name not in raw:
+            found.append(f"{where}.{name}: not in conf/ (default {default!r})")
+        elif dataclasses.is_dataclass(default):
+            found += defaults_differing_from(type(default), raw[name], f"{where}.{name}")
+        elif default != raw[name]:
+            found.append(f"{where}.{name}: conf/ {raw[name]!r}, schema default {default!r}")
+    return found
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_conf_sets_every_schema_default_to_the_same_value(tmp_path: Path, model: str) -> None:
+    # conf/ holds the values: a default in the schema is only for code that builds a config
+    # directly, and must not drift from conf/. A data set's values are its own (no defaults).
+    composed = tmp_path / "params.yaml"
+    compose_params([f"model={model}"], output=composed, conf_dir=REPO / "conf")
+    params = read_params(composed)
+    found = defaults_differing_from(MODELS[model], params["model"], "model")
+    for section, cls in SECTIONS.items():
+        if section not in ("data", "model"):
+            found += defaults_differing_from(cls, params[section], section)
+    assert found == []
+
+
+def test_params_json_schema_is_up_to_date(tmp_path: Path) -> None:
+    fresh = tmp_path / "params.schema.json"
+    write_params_schema(fresh)
+    assert (REPO / PARAMS_SCHEMA).read_text() == fresh.read_text(), "run `semops compose`"
+
+
+def test_params_yaml_points_to_its_json_schema_and_meets_it() -> None:
+    import jsonschema
+
+    schema = json.loads((REPO / PARAMS_SCHEMA).read_text())
+    assert set(schema["properties"]) == set(SECTIONS)
+    assert (REPO / "params.yaml").read_text().startswith(SCHEMA_LINE)
+    jsonschema.validate(read_params(REPO / "params.yaml"), schema)
+    with pytest.raises(jsonschema.ValidationError, match="'epoch' was unexpected"):
+        jsonschema.validate(with_value("train.epoch", 1), schema)

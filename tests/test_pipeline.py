@@ -74,7 +74,7 @@ def test_repro_from_scratch_runs_every_stage_and_mirrors_to_mlflow(built_project
     manifest = json.loads((built_project / "data/raw/credit/manifest.json").read_text())
     assert runs[0].data.tags["git_commit"] == head
     assert runs[0].data.tags["data_sha256"] == manifest["sha256"]
-    assert runs[0].data.params["train.lr"] == "0.002"
+    assert runs[0].data.params["model.lr"] == "0.002"
     history = (built_project / "data/reports/train_history.csv").read_text().splitlines()
     from mlflow.tracking import MlflowClient
 
@@ -126,10 +126,10 @@ def test_queued_sweep_logs_each_experiment_into_the_main_store(project_copy: Pat
 
 
 def test_conf_edit_is_picked_up_by_make_repro(project_copy: Path) -> None:
-    conf = project_copy / "conf/train/default.yaml"
+    conf = project_copy / "conf/model/mlp.yaml"
     conf.write_text(conf.read_text().replace("lr: 0.002", "lr: 0.003"))
     result = run(["make", "repro"], project_copy)
-    assert yaml.safe_load((project_copy / "params.yaml").read_text())["train"]["lr"] == 0.003
+    assert yaml.safe_load((project_copy / "params.yaml").read_text())["model"]["lr"] == 0.003
     assert ran_stages(result.stdout) == ["train", "evaluate", "track"]
 
 

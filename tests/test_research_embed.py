@@ -9,7 +9,6 @@ import base64
 import contextlib
 import copy
 import datetime as dt
-import email.utils
 import hashlib
 import inspect
 import json
@@ -38,21 +37,17 @@ from semops.config.research import (
     OpenAIEmbedderConfig,
 )
 from semops.errors import SemopsError
+from semops.redaction import redact
 from semops.research.documents import sha256_text
-from semops.research.index.embed import (
-    LocalEmbedder,
+from semops.research.index.embed import make_embedder
+from semops.research.index.embed.base import check_vectors, length_sorted_batches, mean_pool
+from semops.research.index.embed.export import hide_broken_torchvision
+from semops.research.index.embed.local import LocalEmbedder, minilm_dir
+from semops.research.index.embed.remote import (
     OllamaEmbedder,
     OpenAIEmbedder,
-    check_vectors,
     cl100k_candidates,
     cl100k_encoding,
-    hide_broken_torchvision,
-    length_sorted_batches,
-    make_embedder,
-    mean_pool,
-    minilm_dir,
-    redact,
-    retry_delay,
 )
 from semops.research.index.embedcache import EmbeddingCache, embed_with_cache
 
@@ -232,9 +227,10 @@ def test_exported_model_is_reused_by_a_new_process(int8: LocalEmbedder, model_di
     int8.session()
     before = {p.name: p.stat().st_mtime_ns for p in model_dir.glob("*.onnx")}
     script = (
-        "import sys; from pathlib import Path\n"
+        "import logging, sys; from pathlib import Path\n"
+        "logging.basicConfig(level=logging.INFO)\n"
         "from semops.config.research import LocalEmbedderConfig\n"
-        "from semops.research.index.embed import LocalEmbedder\n"
+        "from semops.research.index.embed.local import LocalEmbedder\n"
         "config = LocalEmbedderConfig(precision='int8', batch_size=32)\n"
         "e = LocalEmbedder(config, Path(sys.argv[1]))\n"
         "v = e.embed_query('How do I copy an object in Python?')\n"
@@ -250,7 +246,7 @@ def test_exported_model_is_reused_by_a_new_process(int8: LocalEmbedder, model_di
 
 
 def test_damaged_model_file_is_exported_again(
-    int8: LocalEmbedder, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    int8: LocalEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     int8.session()
     models = tmp_path / "models"
@@ -259,7 +255,7 @@ def test_damaged_model_file_is_exported_again(
     damaged.write_bytes(damaged.read_bytes()[: 1 << 20])
     again = LocalEmbedder(LocalEmbedderConfig(precision="int8", batch_size=32), models)
     vector = again.embed_query("copy an object")
-    err = capfd.readouterr().err
+    err = caplog.text
     assert f"{damaged}: not a loadable ONNX model" in err and "exporting it again" in err
     assert vector.tobytes() == int8.embed_query("copy an object").tobytes()
 
@@ -630,18 +626,6 @@ def test_openai_counts_tokens_offline_like_tiktoken(monkeypatch: pytest.MonkeyPa
 # --------------------------------------------------------------------------- pure helpers
 
 
-def test_retry_delay_prefers_what_the_server_asks() -> None:
-    assert retry_delay({"retry-after-ms": "250"}, 0, 1.0) == 0.25
-    assert retry_delay({"Retry-After": "3"}, 5, 1.0) == 3.0
-    assert retry_delay({"retry-after": "600"}, 0, 1.0) == 60.0
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    date = email.utils.format_datetime(now + dt.timedelta(seconds=7), usegmt=True)
-    assert retry_delay({"retry-after": date}, 0, 1.0, now=now) == 7.0
-    assert retry_delay({}, 0, 1.0) == 0.5
-    assert retry_delay({"retry-after": "soon"}, 3, 0.5) == 2.0
-    assert retry_delay({}, 20, 1.0) == 30.0
-
-
 def test_redact_removes_the_key_and_key_shaped_strings() -> None:
     assert redact(f"bad key {SECRET}!", SECRET) == "bad key [redacted]!"
     assert redact("Incorrect API key provided: sk-proj-ab**********wxyz", None) == (
@@ -720,7 +704,7 @@ def test_cache_of_5000_vectors_loads_in_milliseconds(tmp_path: Path) -> None:
 
 
 def test_damaged_cache_file_is_reported_and_its_texts_embedded_again(
-    ollama_api: FakeAPI, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    ollama_api: FakeAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     embedder = OllamaEmbedder(OllamaEmbedderConfig())
     texts = [f"passage {i}" for i in range(6)]
@@ -730,7 +714,7 @@ def test_damaged_cache_file_is_reported_and_its_texts_embedded_again(
     damaged = sorted(cache.folder.glob("*.npy"))[0]
     damaged.write_bytes(damaged.read_bytes()[:-100])  # a disk that filled up mid-write
     reopened = EmbeddingCache(tmp_path, embedder.key, embedder.dim)
-    assert f"ignoring {damaged}" in capfd.readouterr().err
+    assert f"ignoring {damaged}" in caplog.text
     assert len(reopened) == 3
     _, embedded = embed_with_cache(embedder, reopened, texts, digests(texts), 3)
     assert embedded == 3
@@ -764,7 +748,7 @@ import json, sys
 from pathlib import Path
 from semops.config.research import OllamaEmbedderConfig
 from semops.research.documents import sha256_text
-from semops.research.index.embed import OllamaEmbedder
+from semops.research.index.embed.remote import OllamaEmbedder
 from semops.research.index.embedcache import EmbeddingCache, embed_with_cache
 
 texts = json.loads(sys.argv[2])

@@ -14,15 +14,13 @@ from semops.config.research import PdfConfig
 from semops.errors import SemopsError
 from semops.research.documents import Section
 from semops.research.ingest.files import (
-    Block,
-    Box,
     IngestError,
     IngestFailure,
-    assemble_sections,
     convert_file,
     convert_files,
     discover,
 )
+from semops.research.ingest.sections import Block, Box, assemble_sections
 
 NATIVE = PdfConfig()
 

@@ -14,7 +14,8 @@ import pytest
 
 from semops.config.research import RetrievalConfig
 from semops.errors import SemopsError
-from semops.research.index.store import EdgeStore, Hit, Point
+from semops.research.index.store.base import Hit, Point
+from semops.research.index.store.edge import EdgeStore
 from semops.research.query.retrieval import (
     aggregate_to_documents,
     mrr_at_k,

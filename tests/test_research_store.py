@@ -20,16 +20,9 @@ import pytest
 from qdrant_client import QdrantClient
 
 from semops.errors import SemopsError
-from semops.research.index.store import (
-    BATCH,
-    EdgeStore,
-    Hit,
-    IndexLockedError,
-    IndexMismatchError,
-    Point,
-    ServerStore,
-    Store,
-)
+from semops.research.index.store.base import BATCH, Hit, IndexMismatchError, Point, Store
+from semops.research.index.store.edge import EdgeStore, IndexLockedError
+from semops.research.index.store.server import ServerStore
 
 DIM = 8
 EMBEDDER = "test:hash-8"
@@ -220,7 +213,7 @@ def test_a_second_store_in_this_process_is_refused(edge: EdgeStore, index_path: 
 
 OPEN_SCRIPT = """
 import sys
-from semops.research.index.store import EdgeStore
+from semops.research.index.store.edge import EdgeStore
 from semops.stage import run_stage
 
 def main():
@@ -263,7 +256,8 @@ def test_a_second_process_gets_a_clear_message_not_a_traceback(
 KILLED_SCRIPT = """
 import sys, time, uuid
 import numpy as np
-from semops.research.index.store import EdgeStore, Point
+from semops.research.index.store.base import Point
+from semops.research.index.store.edge import EdgeStore
 
 with EdgeStore(sys.argv[1], 8, "test:hash-8") as store:
     vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)

@@ -7,6 +7,7 @@ import contextlib
 import io
 import itertools
 import json
+import logging
 import re
 import shutil
 import signal
@@ -25,18 +26,13 @@ import pytest
 
 from semops.config.research import ResearchConfigError, WebConfig
 from semops.research.documents import sha256_text
-from semops.research.ingest.web import (
-    CrawlReport,
-    browser_error_reason,
-    crawl,
-    declare_utf8,
-    decode_html,
-    extract_links,
-    extract_title,
-    non_public_kind,
-    normalize_url,
-    snapshot_path,
-)
+from semops.research.ingest.charset import declare_utf8, decode_html
+from semops.research.ingest.web.chromium import browser_error_reason
+from semops.research.ingest.web.crawl import CrawlReport, crawl
+from semops.research.ingest.web.gate import non_public_kind
+from semops.research.ingest.web.page import extract_links, extract_title
+from semops.research.ingest.web.snapshot import snapshot_path
+from semops.research.ingest.web.urls import normalize_url
 
 CHROMIUM = "/usr/bin/chromium"
 INSTALL_HINT = f"Chromium must run at {CHROMIUM} for these tests: apt-get install chromium"
@@ -96,8 +92,11 @@ class Request:
 class Site:
     """The test site, and every request it received."""
 
-    def __init__(self, robots_status: int = 200) -> None:
+    def __init__(
+        self, robots_status: int = 200, robots: bytes = b"User-agent: *\nDisallow: /private/\n"
+    ) -> None:
         self.robots_status = robots_status
+        self.robots = robots
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -126,8 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
             site.release.wait(60)
             return
         if self.path == "/robots.txt":
-            robots = b"User-agent: *\nDisallow: /private/\n"
-            self._send(site.robots_status, "text/plain", robots)
+            self._send(site.robots_status, "text/plain", site.robots)
         elif self.path == "/content.json":
             self._send(200, "application/json", json.dumps({"text": JS_TEXT}).encode())
         elif self.path == "/data":
@@ -204,10 +202,29 @@ class Crawled:
         return [request.path for request in self.requests if request.host == host]
 
 
+@contextlib.contextmanager
+def _web_log_to(stream: io.StringIO) -> Iterator[None]:
+    """The crawl's log lines written to `stream`, one a line, as the CLI shows them."""
+    web_log = logging.getLogger("semops.research.ingest.web")
+    handler = logging.StreamHandler(stream)
+    level = web_log.level
+    web_log.addHandler(handler)
+    web_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        web_log.removeHandler(handler)
+        web_log.setLevel(level)
+
+
 def _crawl(site: Site, urls: list[str], cfg: WebConfig, out_dir: Path) -> Crawled:
     stdout, stderr = io.StringIO(), io.StringIO()
     start = site.request_count()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    with (
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+        _web_log_to(stdout),
+    ):
         report = crawl(urls, cfg, out_dir)
     return Crawled(
         report, out_dir, stdout.getvalue(), stderr.getvalue(), site.requests_since(start)
@@ -354,7 +371,9 @@ import signal, sys
 from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)  # also where the shell ignores it
 from semops.config.research import ResearchConfigError, WebConfig
-from semops.research.ingest.web import crawl
+from semops import log
+from semops.research.ingest.web.crawl import crawl
+log.configure()  # as the CLI does: the crawl's lines on stderr
 cfg = WebConfig(allow_private=True, delay=0, timeout=60, browser=sys.argv[2])
 crawl([sys.argv[1]], cfg, Path(sys.argv[3]))
 """
@@ -370,8 +389,8 @@ def test_chromium_is_stopped_on_keyboard_interrupt(site: Site, tmp_path: Path) -
         stderr=subprocess.PIPE,
         text=True,
     ) as child:
-        assert child.stdout is not None
-        found = re.search(r"\(pid (\d+)\)", child.stdout.readline())
+        assert child.stderr is not None
+        found = re.search(r"\(pid (\d+)\)", child.stderr.readline())
         assert found, INSTALL_HINT
         deadline = time.monotonic() + 30
         while "/hang.html" not in [r.path for r in site.requests_since(start)]:
@@ -508,6 +527,18 @@ def test_robots_txt_that_is_missing_or_failing(
     else:
         assert _failures(crawled) == {secret: site.url + reason}
         assert [r.path for r in crawled.requests] == ["/robots.txt"]
+
+
+def test_robots_txt_wildcards(tmp_path: Path) -> None:
+    # The standard library's parser reads `*` and `$` literally and would allow both pages.
+    robots = b"User-agent: *\nDisallow: /dee*\nDisallow: /*/secret.html$\n"
+    with _serving(Site(robots=robots)) as site:
+        urls = [site.url + path for path in ("/a.html", "/deep.html", "/private/secret.html")]
+        crawled = _crawl(
+            site, urls, _config(browser="/nonexistent/chromium", max_depth=0), tmp_path
+        )
+    assert list(_saved(crawled)) == [site.url + "/a.html"]
+    assert _failures(crawled) == {url: f"disallowed by {site.url}/robots.txt" for url in urls[1:]}
 
 
 def test_requests_to_a_host_are_spaced_by_the_delay(site: Site, tmp_path: Path) -> None:
@@ -652,6 +683,11 @@ def test_declare_utf8(html: str, expected: str) -> None:
         ("café".encode("latin-1"), "text/html; charset=ISO-8859-1", "café"),
         # WHATWG: a page labelled latin-1 is decoded as windows-1252, as browsers do.
         (b"\x93quoted\x94", "text/html; charset=iso-8859-1", "\u201cquoted\u201d"),
+        # Its 5 undefined bytes are the C1 controls there; the quotes stay windows-1252's.
+        (b"\x93caf\xe9\x81", "text/html; charset=us-ascii", "\u201ccaf\xe9\x81"),
+        # A UTF-16 label in bytes read as ASCII means UTF-8 (WHATWG); the header's is obeyed.
+        (b'<meta charset="utf-16">caf\xc3\xa9', None, '<meta charset="utf-16">caf\xe9'),
+        ("café".encode("utf-16-le"), "text/html; charset=utf-16le", "café"),
         (
             b'<meta charset="koi8-r">' + "Привет".encode("koi8-r"),
             "text/html",

@@ -5,22 +5,23 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from projectkit import clean_env
 
+from semops.redaction import redact
 from semops.tracking.mirror import (
     BUNDLE,
     COMPLETE_TAG,
     RESULT_TAG,
-    dotenv_value,
     is_unreachable,
     log_bundle,
     mirror_pending,
     mlflow_key,
-    redact_text,
 )
 
 
@@ -107,12 +108,9 @@ def test_keys_and_secrets() -> None:
         "clean.set_missing.impossible.amount _usd_"
     )
     assert mlflow_key("test.roc_auc") == "test.roc_auc"
-    assert redact_text("sqlite via http://u:p@ss@host/db") == "sqlite via http://***@host/db"
+    assert redact("sqlite via http://u:p@ss@host/db") == "sqlite via http://***@host/db"
     text = "API request to http://alice:s3cret@host:5000/api failed; retry https://t0k@x.org"
-    assert (
-        redact_text(text)
-        == "API request to http://***@host:5000/api failed; retry https://***@x.org"
-    )
+    assert redact(text) == "API request to http://***@host:5000/api failed; retry https://***@x.org"
 
 
 @pytest.mark.parametrize(
@@ -149,12 +147,18 @@ def test_unreachable_means_no_answer_from_the_store(
             server.server_close()
 
 
-def test_dotenv_value_reads_the_project_env_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+def test_entry_points_read_the_project_env_file(tmp_path: Path) -> None:
+    """A direct `semops` call sees .env as `make` does; the environment wins over the file."""
     (tmp_path / ".env").write_text(
-        "# comment\nexport MLFLOW_TRACKING_URI='http://127.0.0.1:5001'\nOTHER=1\n"
+        "# comment\nexport MLFLOW_TRACKING_URI='sqlite:///from-dotenv.db'\nOTHER=1\n"
     )
-    assert dotenv_value("MLFLOW_TRACKING_URI") == "http://127.0.0.1:5001"
-    assert dotenv_value("MISSING") is None
+    env = clean_env()
+    result = subprocess.run(
+        ["semops", "mirror"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert "mirrored to sqlite:///from-dotenv.db" in result.stdout, result.stderr
+    env["MLFLOW_TRACKING_URI"] = "sqlite:///from-env.db"
+    result = subprocess.run(
+        ["semops", "mirror"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert "mirrored to sqlite:///from-env.db" in result.stdout, result.stderr

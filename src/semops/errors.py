@@ -3,3 +3,7 @@
 
 class SemopsError(Exception):
     """A problem with input, config or environment that the user can fix; the message says how."""
+
+
+class ConfigError(SemopsError):
+    """A params value that fails validation; the message names the key path and the value."""

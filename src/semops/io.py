@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -157,3 +158,35 @@ def write_arrow(path: str | Path, table: Any) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+class FileLockedError(SemopsError):
+    """Someone holds the lock file already: `holder` is the process id written in it."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is locked by process {holder}")
+        self.holder = holder
+
+
+def hold_lock(path: str | Path) -> int:
+    """An exclusive lock on the file `path` (created, with its folder, if missing), held until
+    release_lock or the end of the process, with this process's id written in it for the message
+    the next one to try gets. FileLockedError when another holds it, OSError when the file
+    cannot be created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FileLockedError(path, holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

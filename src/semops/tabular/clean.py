@@ -10,6 +10,7 @@ import pandas as pd
 from semops.config.schema import DataConfig, SplitConfig
 from semops.errors import SemopsError
 from semops.paths import SPLITS
+from semops.tabular.columns import is_categorical, normalised_label
 
 _GOLDEN = 0x9E3779B97F4A7C15
 
@@ -31,10 +32,6 @@ def normalise_categorical(values: pd.Series) -> pd.Series:
     new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else -1, -1)
     normalised = pd.Categorical.from_codes(new_codes, categories=pd.Index(categories))
     return pd.Series(normalised, index=values.index, name=values.name)
-
-
-def is_categorical(series: pd.Series) -> bool:
-    return not (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series))
 
 
 def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -120,10 +117,6 @@ def check_target(classes: pd.Series, cfg: DataConfig) -> None:
             f"data.positive is set to {cfg.positive!r}, but the target {cfg.target!r} has "
             f"{len(classes)} classes ({names}); remove it for a multiclass target"
         )
-
-
-def normalised_label(label: str) -> str:
-    return " ".join(str(label).split()).casefold()
 
 
 def row_hash(table: pd.DataFrame, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from semops.errors import SemopsError
-from semops.tabular.models import log_loss
+from semops.tabular.metrics import log_loss
 
 DECIMALS = 6
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from semops.config.schema import FeaturizeConfig
 from semops.errors import SemopsError
-from semops.tabular.clean import is_categorical, normalised_label
+from semops.tabular.columns import is_categorical, normalised_label
 from semops.tabular.featureio import LABEL
 
 if TYPE_CHECKING:

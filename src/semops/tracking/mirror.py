@@ -26,6 +26,7 @@ from semops import paths
 from semops.config.schema import flatten, read_params
 from semops.errors import SemopsError
 from semops.io import dump_json, read_csv_rows, read_json, sha256_file
+from semops.redaction import redact
 
 RESULT_TAG = "semops.result_id"
 METRIC_FILES = (
@@ -49,21 +50,10 @@ def pending_dir() -> Path:
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI from the environment or the project's .env; else the sqlite store."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or dotenv_value("MLFLOW_TRACKING_URI")
+    """MLFLOW_TRACKING_URI (the environment, or the project's .env that entry points load); else
+    the sqlite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
-
-
-def dotenv_value(key: str) -> str | None:
-    """A value set in the project's .env: `make` reads that file, and so do direct `dvc` runs."""
-    dotenv = paths.project_root() / ".env"
-    if not dotenv.exists():
-        return None
-    for line in dotenv.read_text().splitlines():
-        name, sep, value = line.strip().removeprefix("export ").partition("=")
-        if sep and name.strip() == key:
-            return value.strip().strip("'\"") or None
-    return None
 
 
 def mlflow_key(key: str) -> str:
@@ -145,7 +135,7 @@ def build_bundle(experiment: str) -> dict[str, Any]:
     }
     return {
         "experiment": experiment,
-        "tracking_uri": redact_text(tracking_uri()),
+        "tracking_uri": redact(tracking_uri()),
         "run_name": exp_name or f"workspace-{result_id[:8]}",
         "params": params,
         "metrics": metrics,
@@ -204,7 +194,7 @@ def _import_mlflow_client() -> None:
 
 def short_reason(exc: BaseException, limit: int = 160) -> str:
     """The gist of a client error: MLflow's own messages quote whole request URLs and causes."""
-    text = redact_text(f"{type(exc).__name__}: {exc}")
+    text = redact(f"{type(exc).__name__}: {exc}")
     for gist in ("Connection refused", "timed out", "Name or service not known", "status code 5"):
         if gist in text:
             return gist
@@ -236,20 +226,7 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
 
     bundle = read_json(directory / BUNDLE)
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(bundle["experiment"])
-    if experiment is not None and experiment.lifecycle_stage == "deleted":
-        raise TrackingRejected(
-            f"MLflow experiment {bundle['experiment']!r} is deleted: restore it (`mlflow "
-            f"experiments restore --experiment-id {experiment.experiment_id}`) or set "
-            "tracking.experiment to another name"
-        )
-    if experiment is None:
-        location = None
-        if uri.startswith("sqlite:"):
-            location = (paths.mlruns_dir() / "artifacts").as_uri()
-        experiment_id = client.create_experiment(bundle["experiment"], artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+    experiment_id = _experiment_id(client, bundle["experiment"], uri)
     tags = bundle["tags"]
     result_id = tags[RESULT_TAG]
     for run in client.search_runs(
@@ -286,6 +263,21 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
     client.set_terminated(run_id)
     shutil.rmtree(directory)
     return run_id, True
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    """The experiment's id, creating it (artifacts beside the sqlite store) where it is new."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise TrackingRejected(
+            f"MLflow experiment {name!r} is deleted: restore it (`mlflow "
+            f"experiments restore --experiment-id {experiment.experiment_id}`) or set "
+            "tracking.experiment to another name"
+        )
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = (paths.mlruns_dir() / "artifacts").as_uri() if uri.startswith("sqlite:") else None
+    return str(client.create_experiment(name, artifact_location=location))
 
 
 def is_unreachable(exc: BaseException) -> bool:
@@ -355,18 +347,13 @@ def track_workspace(experiment: str) -> tuple[str, str]:
         reason = short_reason(exc)
         if not is_unreachable(exc):
             raise TrackingRejected(
-                f"MLflow at {redact_text(uri)} refused result {result_id} ({reason}); it is kept "
+                f"MLflow at {redact(uri)} refused result {result_id} ({reason}); it is kept "
                 f"in {directory}: fix the cause, then run `make mirror`"
             ) from exc
         return result_id, (
-            f"track: MLflow at {redact_text(uri)} could not be reached ({reason}).\n"
+            f"track: MLflow at {redact(uri)} could not be reached ({reason}).\n"
             f"track: the DVC results stand; the result is kept in {directory}.\n"
             "track: run `make mirror` (or `semops mirror`) to mirror it once MLflow is back."
         )
     state = "logged as new run" if new else "already logged as run"
-    return result_id, f"track: result {result_id} {state} {run_id} ({redact_text(uri)})"
-
-
-def redact_text(text: str) -> str:
-    """Hide credentials embedded in URLs (scheme://user:password@host) anywhere in a text."""
-    return re.sub(r"(\w+://)[^/\s]*@", r"\1***@", text)
+    return result_id, f"track: result {result_id} {state} {run_id} ({redact(uri)})"

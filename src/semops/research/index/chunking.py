@@ -135,8 +135,13 @@ def chunk_documents(
         for part_index, part_pieces in enumerate(pieces)
         for group_index, group in enumerate(_pack(part_pieces, cost, budget))
     ]
-    chunked = _bounded(groups, parts, counts, cost, budget, max_tokens)
+    return _identified(docs, parts, _bounded(groups, parts, counts, cost, budget, max_tokens))
 
+
+def _identified(
+    docs: Sequence[Document], parts: Sequence[_Part], chunked: list[tuple[int, str, int]]
+) -> list[Chunk]:
+    """The chunks of (part index, text, tokens as embedded), each with its id and text hash."""
     chunks: list[Chunk] = []
     # Keyed by heading path too: the same text in another section must not shift this one's id.
     occurrences: dict[tuple[int, tuple[str, ...], str], int] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +20,9 @@ import numpy as np
 
 from semops.errors import SemopsError
 from semops.io import write_bytes
-from semops.research.index.embed import Embedder, check_vectors
+from semops.research.index.embed.base import Embedder, check_vectors
+
+log = logging.getLogger(__name__)
 
 HEX_DIGITS = 64
 
@@ -73,10 +75,7 @@ class EmbeddingCache:
                 raise ValueError("its bytes do not match its name (truncated or altered)")
             records = decode_records(data, self.dim)
         except (ValueError, EOFError, OSError) as exc:
-            print(
-                f"embed: ignoring {path} ({exc}); its texts will be embedded again",
-                file=sys.stderr,
-            )
+            log.warning("embed: ignoring %s (%s); its texts will be embedded again", path, exc)
             self._corrupt.append(path)
             return
         self._files.append(path)

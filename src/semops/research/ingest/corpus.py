@@ -17,7 +17,7 @@ class CorpusError(SemopsError):
 
 
 @dataclass(frozen=True)
-class Passage:
+class BeirPassage:
     passage_id: str
     title_path: tuple[str, ...]
     text: str
@@ -26,7 +26,7 @@ class Passage:
 @dataclass(frozen=True)
 class BeirSet:
     name: str
-    passages: list[Passage]
+    passages: list[BeirPassage]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
 
@@ -65,7 +65,7 @@ def read_beir(folder: Path, with_queries: bool = True) -> BeirSet:
     for row in _json_lines(folder / "corpus.jsonl"):
         if not isinstance(row.get("text"), str):
             raise CorpusError(f"{folder / 'corpus.jsonl'}: passage {row['_id']!r} has no text")
-        passages.append(Passage(row["_id"], _title_path(row), row["text"]))
+        passages.append(BeirPassage(row["_id"], _title_path(row), row["text"]))
     ids = [p.passage_id for p in passages]
     if len(set(ids)) != len(ids):
         raise CorpusError(f"{folder / 'corpus.jsonl'}: duplicate passage ids")

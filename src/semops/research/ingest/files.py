@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from semops.config.research import PdfConfig, ResearchConfigError
 from semops.errors import SemopsError
 from semops.research.documents import Document, Section
+from semops.research.ingest.charset import CharsetError, bom_decoded, decode_html, refuse_binary
+from semops.research.ingest.sections import Block, Box, assemble_sections, text_sections
 
 if TYPE_CHECKING:
     from docling.datamodel.base_models import InputFormat
@@ -42,27 +44,6 @@ SUPPORTED_SUFFIXES: dict[str, str] = {
     ".txt": "text",
 }
 
-# Byte-order marks settle the encoding of a text file before anything else; UTF-32 LE first, as
-# its mark starts with UTF-16 LE's.
-_BOMS: tuple[tuple[bytes, str], ...] = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
-# Browsers read these declared labels as windows-1252 (WHATWG Encoding), and pages that declare
-# them often hold its curly quotes in 0x80-0x9F.
-_WINDOWS_1252_LABELS = frozenset({"iso8859-1", "ascii"})
-
-# Native PDF text comes as one item per line: a vertical gap wider than this share of the line
-# height, or a first line indented by more than a line height, starts a new paragraph. Lines set
-# 1.5 apart leave a gap of about 0.6 of their height; a blank line between paragraphs, over 1.
-_PARAGRAPH_GAP = 1.0
-
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-
 
 class IngestError(SemopsError):
     """One source could not be converted; `reason` is one line without the source's name."""
@@ -81,25 +62,6 @@ class IngestFailure:
 
 class _Unreadable(Exception):
     """Why a file's bytes cannot be converted (the caller adds the file's name)."""
-
-
-@dataclass(frozen=True)
-class Box:
-    """A text line's box on its page, in points from the page's bottom-left corner."""
-
-    left: float
-    top: float
-    bottom: float
-
-
-@dataclass(frozen=True)
-class Block:
-    """A piece of text in reading order with the headings it sits under."""
-
-    headings: tuple[str, ...]
-    text: str
-    page: int | None = None
-    box: Box | None = None
 
 
 def discover(folder: Path) -> list[Path]:
@@ -149,7 +111,7 @@ def convert_file(path: Path, source: str, pdf: PdfConfig) -> Document:
         raise IngestError(source, "empty file")
     try:
         title, sections = _convert_bytes(data, kind, path.name, pdf)
-    except _Unreadable as exc:
+    except (_Unreadable, CharsetError) as exc:
         raise IngestError(source, str(exc)) from exc
     if not sections:
         hint = " (a scanned PDF needs OCR)" if kind == "pdf" else ""
@@ -173,7 +135,7 @@ def _convert_bytes(
     elif kind == "html":
         # A UTF-8 byte-order mark outranks any <meta charset> the page declares, so Docling's
         # HTML parser reads the text exactly as decoded here.
-        data = codecs.BOM_UTF8 + decode_html(data).encode("utf-8")
+        data = codecs.BOM_UTF8 + decode_html(data, strict=True).encode("utf-8")
     document = _docling_convert(data, name, kind, pdf)
     title = document_title(document)
     native_lines = kind == "pdf" and pdf.pipeline == "native"
@@ -184,145 +146,16 @@ def _convert_bytes(
 
 def decode_text(data: bytes) -> str:
     """Text file bytes as str: a byte-order mark's encoding, else strict UTF-8."""
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            try:
-                return data.decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise _Unreadable(
-                    f"starts with a {encoding} byte-order mark but is not valid {encoding}"
-                ) from exc
-    _refuse_binary(data)
+    text = bom_decoded(data)
+    if text is not None:
+        return text
+    refuse_binary(data)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _Unreadable(
             f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}"
         ) from exc
-
-
-def decode_html(data: bytes) -> str:
-    """HTML bytes as str: a byte-order mark, else the declared charset, else UTF-8.
-
-    A page that is not valid UTF-8 and declares no charset that decodes it is refused rather
-    than guessed at: a wrong guess indexes mojibake.
-    """
-    from bs4.dammit import EncodingDetector
-
-    if any(data.startswith(bom) for bom, _ in _BOMS):
-        return decode_text(data)
-    _refuse_binary(data)
-    declared = EncodingDetector.find_declared_encoding(data, is_html=True)
-    if declared:
-        text = _decode_declared(data, declared)
-        if text is not None:
-            return text
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        declaration = (
-            f"its declared charset {declared!r} does not decode it either"
-            if declared
-            else "declares no charset"
-        )
-        raise _Unreadable(
-            f"HTML is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}) and "
-            f"{declaration}"
-        ) from exc
-
-
-def _refuse_binary(data: bytes) -> None:
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise _Unreadable(f"binary content: NUL byte at offset {nul}")
-
-
-def _decode_declared(data: bytes, declared: str) -> str | None:
-    try:
-        codec = codecs.lookup(declared).name
-    except LookupError:
-        return None
-    if codec.startswith(("utf-16", "utf-32")):  # bytes read as ASCII declared that: WHATWG
-        return None  # reads such a page as UTF-8
-    candidates = ["cp1252", codec] if codec in _WINDOWS_1252_LABELS else [codec]
-    for candidate in candidates:
-        try:
-            return data.decode(candidate)
-        except UnicodeDecodeError:
-            continue
-    return None
-
-
-def text_sections(title: str, text: str) -> list[Section]:
-    """Plain text: one section of its paragraphs (blank-line separated, lines kept)."""
-    paragraphs = [
-        "\n".join(line.rstrip() for line in block.strip("\n").splitlines())
-        for block in _PARAGRAPH_BREAK.split(text.replace("\r\n", "\n").replace("\r", "\n"))
-        if block.strip()
-    ]
-    if not paragraphs:
-        return []
-    return [Section(title_path=(title,), text="\n\n".join(paragraphs))]
-
-
-def title_path(title: str, headings: Sequence[str]) -> tuple[str, ...]:
-    """(document title, enclosing headings ..., own heading), the title not repeated."""
-    path = (title, *(heading for heading in headings if heading))
-    if len(path) > 1 and path[1] == title:
-        return path[:1] + path[2:]
-    return path
-
-
-def assemble_sections(
-    title: str, blocks: Iterable[Block], native_lines: bool = False
-) -> list[Section]:
-    """Group blocks into sections: a new one at each heading path change, and for paged
-    formats at each page, so that every section's page is where its text is.
-
-    `native_lines`: the blocks are PDF text lines (Docling's native pipeline), joined here into
-    paragraphs by their boxes; otherwise each block is a paragraph.
-    """
-    sections: list[Section] = []
-    key: tuple[tuple[str, ...], int | None] | None = None
-    paragraphs: list[str] = []
-    previous_box: Box | None = None
-
-    def flush() -> None:
-        if key is not None and paragraphs:
-            sections.append(Section(title_path=key[0], text="\n\n".join(paragraphs), page=key[1]))
-
-    for block in blocks:
-        text = block.text.strip()
-        if not text:
-            continue
-        path = title_path(title, block.headings)
-        page = block.page if block.page is not None or key is None else key[1]
-        if (path, page) != key:
-            flush()
-            key, paragraphs, previous_box = (path, page), [], None
-        if (
-            native_lines
-            and paragraphs
-            and previous_box is not None
-            and block.box is not None
-            and continues_paragraph(previous_box, block.box)
-        ):
-            paragraphs[-1] += " " + " ".join(text.split())
-        else:
-            paragraphs.append(" ".join(text.split()) if native_lines else text)
-        previous_box = block.box
-    flush()
-    return sections
-
-
-def continues_paragraph(previous: Box, line: Box) -> bool:
-    """Whether a PDF text line continues the paragraph of the line before it."""
-    height = max(min(previous.top - previous.bottom, line.top - line.bottom), 1.0)
-    if line.top > previous.top + height / 2:  # moved up: the next column or a new region
-        return False
-    if previous.bottom - line.top > _PARAGRAPH_GAP * height:
-        return False
-    return line.left - previous.left <= height
 
 
 def document_title(document: DoclingDocument) -> str | None:

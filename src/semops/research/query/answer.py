@@ -11,6 +11,7 @@ from typing import Literal
 
 from semops.config.research import AnswerConfig
 from semops.errors import SemopsError
+from semops.redaction import redact
 
 API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
 
@@ -241,7 +242,7 @@ def _ask_claude(
             messages=[{"role": "user", "content": build_user_message(question, context.passages)}],
         )
     except anthropic.APIStatusError as err:
-        detail = _redact(err.api_message or err.message, api_key)
+        detail = _api_text(err.api_message or err.message, api_key)
         retry_after = err.response.headers.get("retry-after")
         raise _status_error(err.status_code, err.type, detail, retry_after, cfg) from None
     except anthropic.APITimeoutError:
@@ -250,7 +251,7 @@ def _ask_claude(
             f"(tried {1 + cfg.max_retries} times, research.answer.max_retries={cfg.max_retries})"
         ) from None
     except anthropic.APIConnectionError as err:
-        cause = _redact(str(err.__cause__ or err.message), api_key)
+        cause = _api_text(str(err.__cause__ or err.message), api_key)
         raise SemopsError(
             f"could not connect to the Anthropic API at {client.base_url} "
             f"(tried {1 + cfg.max_retries} times): {cause}"
@@ -294,9 +295,9 @@ def _retry_after_text(retry_after: str) -> str:
         return retry_after
 
 
-def _redact(text: str, api_key: str) -> str:
+def _api_text(text: str, api_key: str) -> str:
     """`text` without the key (a server may echo it back) and cut to a readable length."""
-    text = text.replace(api_key, f"<{API_KEY_VARIABLE}>")
+    text = redact(text, api_key, placeholder=f"<{API_KEY_VARIABLE}>")
     if len(text) > MAX_API_MESSAGE_CHARS:
         text = text[:MAX_API_MESSAGE_CHARS] + "..."
     return text

@@ -15,7 +15,7 @@ import numpy as np
 
 from semops.config.research import RetrievalConfig
 from semops.errors import SemopsError
-from semops.research.index.store import Hit, Store
+from semops.research.index.store.base import Hit, Store
 
 Ranked = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]

@@ -9,14 +9,8 @@ from typing import Any
 import numpy as np
 
 from semops.config.schema import GbdtConfig, TrainConfig
-from semops.tabular.models import (
-    EarlyStopper,
-    Trained,
-    TrainingData,
-    history_row,
-    log_loss,
-    scores_to_proba,
-)
+from semops.tabular.metrics import log_loss, scores_to_proba
+from semops.tabular.models.base import EarlyStopper, Trained, TrainingData, history_row
 
 
 class TreeEnsemble:

@@ -11,14 +11,8 @@ import numpy as np
 
 from semops.config.schema import LogregConfig, TrainConfig
 from semops.errors import SemopsError
-from semops.tabular.models import (
-    Trained,
-    TrainingData,
-    history_row,
-    log_loss,
-    scores_to_proba,
-    softmax,
-)
+from semops.tabular.metrics import log_loss, scores_to_proba, softmax
+from semops.tabular.models.base import Trained, TrainingData, history_row
 
 
 class LinearClassifier:

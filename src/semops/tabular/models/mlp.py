@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import os
 
+# torch's CPU matrix products are MKL's, whose kernels follow the instruction set (AVX2, AVX-512,
+# AMX): the same seed trained other weights on other CPUs. MKL's conditional numerical
+# reproducibility mode pins one code path on every CPU with AVX2; it must be set before MKL
+# starts, so before torch is imported. Measured: AVX-512/AMX Xeon and an emulated Haswell agree.
+os.environ.setdefault("MKL_CBWR", "AVX2")
+
 import numpy as np
 import torch
 from torch import nn
 
 from semops.config.schema import MlpConfig, TrainConfig
 from semops.errors import SemopsError
-from semops.tabular.models import EarlyStopper, Trained, TrainingData, history_row
+from semops.tabular.models.base import (
+    EarlyStopper,
+    Trained,
+    TrainingData,
+    history_row,
+)
 
 
 def build_network(n_features: int, n_classes: int, cfg: MlpConfig) -> nn.Sequential:
@@ -27,7 +38,7 @@ def build_network(n_features: int, n_classes: int, cfg: MlpConfig) -> nn.Sequent
 def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise SemopsError(
-            "train.device is 'cuda' but no CUDA GPU is available; use 'auto' or 'cpu'"
+            "model.device is 'cuda' but no CUDA GPU is available; use 'auto' or 'cpu'"
         )
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,12 +57,16 @@ def seed_everything(train: TrainConfig, device: torch.device) -> None:
 
 
 def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained:
-    device = resolve_device(train.device)
+    device = resolve_device(model_cfg.device)
     seed_everything(train, device)
     network = build_network(data.x_train.shape[1], data.n_classes, model_cfg).to(device)
-    optimizer = AdamW(list(network.parameters()), lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = AdamW(
+        list(network.parameters()), lr=model_cfg.lr, weight_decay=model_cfg.weight_decay
+    )
     autocast = torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=train.amp and device.type == "cuda"
+        device_type=device.type,
+        dtype=torch.bfloat16,
+        enabled=model_cfg.amp and device.type == "cuda",
     )
     x_train = torch.from_numpy(data.x_train).to(device)
     y_train = torch.from_numpy(data.y_train).to(device)
@@ -65,8 +80,8 @@ def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained
         network.train()
         order = torch.randperm(n, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
-        for start in range(0, n, train.batch_size):
-            batch = order[start : start + train.batch_size]
+        for start in range(0, n, model_cfg.batch_size):
+            batch = order[start : start + model_cfg.batch_size]
             with autocast:
                 loss = nn.functional.cross_entropy(network(x_train[batch]), y_train[batch])
             optimizer.zero_grad()

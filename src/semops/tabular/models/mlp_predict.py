@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from semops.tabular.models import softmax
+from semops.tabular.metrics import softmax
 
 
 class MlpClassifier:

@@ -1,0 +1,44 @@
+"""Fitting a model of any kind: the dispatch to the kind's trainer, and the check that training
+did not diverge."""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+
+from semops.config.schema import MlpConfig, ModelConfig, TrainConfig, saved_settings
+from semops.errors import SemopsError
+from semops.tabular.models import Fitted
+from semops.tabular.models.base import Trained, TrainingData
+
+
+def _trainer(kind: str) -> ModuleType:
+    """The module that fits `kind`, imported only when used (torch only for mlp)."""
+    if kind == "mlp":
+        from semops.tabular.models import mlp
+
+        return mlp
+    if kind == "logreg":
+        from semops.tabular.models import linear
+
+        return linear
+    from semops.tabular.models import gbdt
+
+    return gbdt
+
+
+def fit(model: ModelConfig, train: TrainConfig, data: TrainingData) -> Fitted:
+    trained: Trained = _trainer(model.name).fit(model, train, data)
+    if not all(math.isfinite(v) for row in trained.history for v in row.values()):
+        lower_lr = f"lower model.lr (now {model.lr:g}) or " if isinstance(model, MlpConfig) else ""
+        raise SemopsError(f"training diverged (a loss is not finite); {lower_lr}check the features")
+    return Fitted(
+        model.name,
+        saved_settings(model),
+        trained.tensors,
+        trained.history,
+        trained.best_epoch,
+        data.x_train.shape[1],
+        data.n_classes,
+        trained.device,
+    )

@@ -1,0 +1,26 @@
+"""research-eval: retrieval metrics of the research index on the evaluation set, per method."""
+
+from semops import paths
+from semops.config.schema import load_section
+from semops.io import write_json
+from semops.research.evaluate import evaluate_index
+from semops.research.index.chunking import read_chunks
+from semops.research.index.sync import open_index
+from semops.stage import run_stage
+
+
+def main() -> None:
+    cfg = load_section("research")
+    with open_index(cfg) as (store, embedder):
+        metrics = evaluate_index(cfg, read_chunks(paths.RESEARCH_CHUNKS), store, embedder)
+    write_json(paths.RESEARCH_METRICS, metrics)
+    if "tfidf" in metrics:
+        method = cfg.retrieval.method
+        print(
+            f"research-eval: {method} nDCG@10 {metrics[method]['ndcg_at_10']:.4f}"
+            f" (TF-IDF {metrics['tfidf']['ndcg_at_10']:.4f})"
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)
