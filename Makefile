@@ -91,8 +91,9 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## Benchmarks; results written to benchmarks/results.md
 	$(BIN)/python -m benchmarks.run
 
-clean: ## Remove generated data (not data/raw, not mlruns/, not the exported ONNX model) and tool caches
+clean: ## Remove generated data (not data/raw, mlruns/, the embedding store, the ONNX model) and tool caches
 	rm -rf data/interim/*.parquet data/processed/*.parquet data/processed/*.json data/models data/reports
-	rm -rf data/research data/.cache/research/chunks data/.cache/research/converted
+	rm -rf data/research/chunks.parquet data/research/index.json data/research/index
+	rm -rf data/.cache/research/chunks data/.cache/research/converted
 	rm -rf .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

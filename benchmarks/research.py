@@ -35,7 +35,7 @@ NOTES = [
     "conversion caches removed (the exported ONNX model kept: it is made once per machine, "
     "see the first row). Incremental: one passage of the corpus edited, then "
     "`dvc repro research-embed` (process start, model load, chunking the changed document, "
-    "embedding its chunks, syncing the index and the whole evaluation included).",
+    "embedding its chunks and syncing the index; the evaluation is the research-eval stage).",
 ]
 
 
@@ -151,6 +151,7 @@ def run(ctx: Context, result: Result) -> None:
     project = ctx.fresh_project("research")
     runs = embed_runs(project)
     _embed_report(runs, result)
+    timed(["dvc", "repro", "research-eval"], project, timeout=1800)
     metrics = json.loads((project / "data/reports/research.json").read_text())
     env = helper_env(project)
     module = [PYTHON, "-m", __name__]

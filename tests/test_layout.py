@@ -79,8 +79,8 @@ DYNAMIC = {
 }
 
 
-# params.py validates every section, the research one with its dataclasses; only research-embed
-# reads that section, so those modules shape no other stage's output.
+# config/schema.py validates every section, the research one with config/research.py's classes;
+# only the research stages read that section, so that module shapes no other stage's output.
 RESEARCH_CONFIG = {"semops/config/research.py"}
 
 

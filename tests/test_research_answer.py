@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from semops.config.research import AnswerConfig, ResearchConfigError
-from semops.errors import SemopsError
+from semops.config.research import AnswerConfig
+from semops.errors import ConfigError, SemopsError
 from semops.research.query.answer import (
     NO_KEY_NOTE,
     SYSTEM_PROMPT,
@@ -426,5 +426,5 @@ def test_citation_numbers_are_read_from_brackets_only() -> None:
     ],
 )
 def test_bad_answer_config_names_the_key(override: dict[str, Any], key: str) -> None:
-    with pytest.raises(ResearchConfigError, match=re.escape(key)):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         AnswerConfig(**override)

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from semops.config.research import ResearchConfigError, WebConfig
+from semops.config.research import WebConfig
+from semops.config.validation import build
+from semops.errors import ConfigError
 from semops.research.documents import sha256_text
 from semops.research.ingest.charset import declare_utf8, decode_html
 from semops.research.ingest.web.chromium import browser_error_reason
@@ -370,7 +372,8 @@ CRAWL_UNTIL_INTERRUPTED = """
 import signal, sys
 from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)  # also where the shell ignores it
-from semops.config.research import ResearchConfigError, WebConfig
+from semops.config.research import WebConfig
+from semops.errors import ConfigError
 from semops import log
 from semops.research.ingest.web.crawl import crawl
 log.configure()  # as the CLI does: the crawl's lines on stderr
@@ -726,5 +729,5 @@ def test_browser_error_reason(message: str | None, reason: str) -> None:
 
 
 def test_settle_must_not_be_negative() -> None:
-    with pytest.raises(ResearchConfigError, match=r"research\.web\.settle must be >= 0, got -1"):
-        WebConfig(settle=-1)
+    with pytest.raises(ConfigError, match=r"research\.web\.settle must be >= 0, got -1\.0"):
+        build(WebConfig, {"settle": -1.0}, "research.web")

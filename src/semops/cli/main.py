@@ -4,6 +4,7 @@ research index (`semops research ask|search|add|remove|sources`)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         args.func(args)
     except SemopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        logging.getLogger("semops").error("error: %s", exc)
         sys.exit(1)
 
 

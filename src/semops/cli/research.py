@@ -11,6 +11,7 @@ from typing import Any
 from semops import paths
 from semops.config.research import ResearchConfig
 from semops.config.schema import load_section
+from semops.config.validation import check_http_url
 from semops.errors import SemopsError
 
 
@@ -74,6 +75,7 @@ def add(args: argparse.Namespace) -> None:
     added = 0
     for target in args.targets:
         if "://" in target:
+            check_http_url("research add", target)  # sources.json is DVC-tracked and shared
             entry, count = sources.add_web(target, root, _crawler(target, cfg))
             print(f"research add: {target}: {count} page(s) -> {root / entry.snapshot}")
         else:
@@ -117,9 +119,9 @@ def list_sources(args: argparse.Namespace) -> None:
 
 def _rebuild() -> None:
     """Index what was added through DVC, so dvc.lock and the cache record it."""
-    result = subprocess.run(["dvc", "repro", "research-embed"], check=False)
+    result = subprocess.run(["dvc", "repro", "research-eval"], check=False)
     if result.returncode != 0:
-        raise SemopsError("`dvc repro research-embed` failed (see above); the sources were saved")
+        raise SemopsError("`dvc repro research-eval` failed (see above); the sources were saved")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

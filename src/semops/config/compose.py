@@ -13,7 +13,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from semops import paths
-from semops.config.research import STRICT, ResearchConfig, adapter
+from semops.config.research import ResearchConfig
 from semops.config.schema import (
     PARAMS_FILE,
     ConfigError,
@@ -29,6 +29,7 @@ from semops.config.schema import (
     read_params,
     validate_all,
 )
+from semops.config.validation import STRICT, adapter
 from semops.errors import SemopsError
 from semops.io import atomic_path, read_json
 
@@ -36,7 +37,6 @@ CONF_DIR = Path("conf")
 CONFIG_NAME = "config"
 # The JSON Schema of params.yaml; its first line points editors (yaml-language-server) at it.
 PARAMS_SCHEMA = CONF_DIR / "params.schema.json"
-SCHEMA_LINE = f"# yaml-language-server: $schema={PARAMS_SCHEMA}\n"
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -90,7 +90,6 @@ def compose_params(
         composed = read_params(tmp)
         validate_all(composed)
         check_against_raw_data(composed)
-        tmp.write_text(SCHEMA_LINE + tmp.read_text())
         before = previous_values(output)
     after = flatten(composed)
     return [

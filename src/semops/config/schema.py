@@ -15,15 +15,16 @@ import yaml
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic.dataclasses import dataclass
 
-from semops.config.research import (
+from semops.config.research import ResearchConfig
+from semops.config.validation import (
     STRICT,
-    ResearchConfig,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
     adapter,
     check_http_url,
-    check_not_negative,
-    check_positive,
 )
-from semops.config.research import build as build
+from semops.config.validation import build as build
 from semops.errors import ConfigError as ConfigError
 
 PARAMS_FILE = Path("params.yaml")
@@ -110,6 +111,8 @@ class ValidRange:
 
 @dataclass(frozen=True, config=STRICT)
 class DataConfig:
+    """One data set: where it comes from, its target, and the cleaning rules of its columns."""
+
     name: StrictStr
     source: Source
     target: StrictStr
@@ -151,6 +154,8 @@ class DataConfig:
 
 @dataclass(frozen=True, config=STRICT)
 class SplitConfig:
+    """Fractions of the rows in each split (summing to 1)."""
+
     train: StrictFloat
     val: StrictFloat
     test: StrictFloat
@@ -176,11 +181,8 @@ class FeaturizeConfig:
     """Fitted on the training split."""
     scale: StrictBool = True
     """Standardise numerics with the training mean and standard deviation."""
-    min_category_count: StrictInt = 1
+    min_category_count: PositiveInt = 1
     """Categories seen fewer times than this in training encode as all zeros, like unseen ones."""
-
-    def __post_init__(self) -> None:
-        check_positive("featurize.min_category_count", self.min_category_count)
 
 
 # -------------------------------------------------------------------------- model
@@ -192,26 +194,21 @@ class MlpConfig:
     saved beside the weights, which describes the network)."""
 
     name: Literal["mlp"]
-    hidden: StrictInt = 64
+    hidden: PositiveInt = 64
     """Width of each hidden layer."""
-    layers: StrictInt = 2
+    layers: PositiveInt = 2
     """Number of hidden layers."""
     dropout: StrictFloat = 0.1
-    lr: StrictFloat = Field(default=0.002, exclude=True)
-    batch_size: StrictInt = Field(default=256, exclude=True)
-    weight_decay: StrictFloat = Field(default=0.0001, exclude=True)
+    lr: PositiveFloat = Field(default=0.002, exclude=True)
+    batch_size: PositiveInt = Field(default=256, exclude=True)
+    weight_decay: NonNegativeFloat = Field(default=0.0001, exclude=True)
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", exclude=True)
     amp: StrictBool = Field(default=True, exclude=True)
     """bf16 autocast on a GPU; CPU training stays in float32."""
 
     def __post_init__(self) -> None:
-        check_positive("model.hidden", self.hidden)
-        check_positive("model.layers", self.layers)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
-        check_positive("model.lr", self.lr)
-        check_positive("model.batch_size", self.batch_size)
-        check_not_negative("model.weight_decay", self.weight_decay)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -219,13 +216,9 @@ class LogregConfig:
     """L2 logistic regression (scikit-learn's objective), solved exactly by Newton's method."""
 
     name: Literal["logreg"]
-    C: StrictFloat = 1.0
-    max_iter: StrictInt = 100
+    C: PositiveFloat = 1.0
+    max_iter: PositiveInt = 100
     """Newton iterations (it converges in about ten)."""
-
-    def __post_init__(self) -> None:
-        check_positive("model.C", self.C)
-        check_positive("model.max_iter", self.max_iter)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -233,18 +226,11 @@ class GbdtConfig:
     """scikit-learn histogram gradient boosting; early stopping on the validation split."""
 
     name: Literal["gbdt"]
-    max_iter: StrictInt = 300
-    learning_rate: StrictFloat = 0.05
-    max_leaf_nodes: StrictInt = 15
-    min_samples_leaf: StrictInt = 20
-    l2_regularization: StrictFloat = 1.0
-
-    def __post_init__(self) -> None:
-        check_positive("model.max_iter", self.max_iter)
-        check_positive("model.learning_rate", self.learning_rate)
-        check_positive("model.max_leaf_nodes", self.max_leaf_nodes)
-        check_positive("model.min_samples_leaf", self.min_samples_leaf)
-        check_not_negative("model.l2_regularization", self.l2_regularization)
+    max_iter: PositiveInt = 300
+    learning_rate: PositiveFloat = 0.05
+    max_leaf_nodes: PositiveInt = 15
+    min_samples_leaf: PositiveInt = 20
+    l2_regularization: NonNegativeFloat = 1.0
 
 
 ModelConfig = MlpConfig | LogregConfig | GbdtConfig
@@ -262,13 +248,9 @@ def saved_settings(model: ModelConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True, config=STRICT)
 class EarlyStopping:
-    patience: StrictInt = 15
+    patience: PositiveInt = 15
     """Epochs (boosting rounds for gbdt) without a better validation loss."""
-    min_delta: StrictFloat = 0.0
-
-    def __post_init__(self) -> None:
-        check_positive("train.early_stopping.patience", self.patience)
-        check_not_negative("train.early_stopping.min_delta", self.min_delta)
+    min_delta: NonNegativeFloat = 0.0
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -276,25 +258,20 @@ class TrainConfig:
     """Settings every model trains with; a model's own ones are in its `model` section."""
 
     seed: StrictInt
-    epochs: StrictInt
+    epochs: PositiveInt
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    threads: StrictInt = 1
+    threads: PositiveInt = 1
     """CPU threads (torch, gbdt): a fixed count keeps float reductions, and so the model,
     identical across machines with different core counts."""
-
-    def __post_init__(self) -> None:
-        check_positive("train.epochs", self.epochs)
-        check_positive("train.threads", self.threads)
 
 
 @dataclass(frozen=True, config=STRICT)
 class EvaluateConfig:
-    calibration_bins: StrictInt = 10
+    calibration_bins: PositiveInt = 10
     threshold: StrictFloat = 0.5
     """Binary decision threshold for accuracy, F1 and the confusion matrix."""
 
     def __post_init__(self) -> None:
-        check_positive("evaluate.calibration_bins", self.calibration_bins)
         if not 0 < self.threshold < 1:
             raise ConfigError(f"evaluate.threshold must be between 0 and 1, got {self.threshold!r}")
 

@@ -69,7 +69,10 @@ class EmbeddingCache:
             self._load(path)
 
     def _load(self, path: Path) -> None:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # merged away by another process's compact: its rows are
+            return  # in the merged file, or are embedded again
         try:
             if file_name(data) != path.name:
                 raise ValueError("its bytes do not match its name (truncated or altered)")

@@ -168,7 +168,8 @@ def write_index_manifest(cfg: ResearchConfig, embedder: Embedder, chunks: list[C
 def open_index(cfg: ResearchConfig) -> Iterator[tuple[Store, Embedder]]:
     """The index for queries, brought in line with the stage's outputs first: after a `dvc
     checkout`, an `exp apply` or on a fresh machine the engine's files may hold another state
-    (or none); the chunks and embeddings DVC restored rebuild it."""
+    (or none); the chunks DVC restored and the embedding store rebuild it, embedding what the
+    store lacks (all of it on a machine that neither built nor pulled the store)."""
     if not paths.RESEARCH_CHUNKS.exists():
         raise SemopsError(
             f"{paths.RESEARCH_CHUNKS}: not found; build the research index first (`make run` "

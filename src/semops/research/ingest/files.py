@@ -19,8 +19,8 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semops.config.research import PdfConfig, ResearchConfigError
-from semops.errors import SemopsError
+from semops.config.research import PdfConfig
+from semops.errors import ConfigError, SemopsError
 from semops.research.documents import Document, Section
 from semops.research.ingest.charset import CharsetError, bom_decoded, decode_html, refuse_binary
 from semops.research.ingest.sections import Block, Box, assemble_sections, text_sections
@@ -296,12 +296,12 @@ def _standard_converter(
 
     key = "research.pdf.artifacts_path"
     if artifacts_path is None:
-        raise ResearchConfigError(
+        raise ConfigError(
             f"{key} must name a folder holding Docling's layout models when "
             "research.pdf.pipeline is 'standard' (nothing is downloaded at run time)"
         )
     if not Path(artifacts_path).is_dir():
-        raise ResearchConfigError(f"{key}: {artifacts_path!r} is not a folder")
+        raise ConfigError(f"{key}: {artifacts_path!r} is not a folder")
     # OCR is off: its models are a separate download, and the text layer is read directly.
     options = PdfPipelineOptions(
         artifacts_path=artifacts_path, do_ocr=False, generate_page_images=False
@@ -313,7 +313,7 @@ def _standard_converter(
     try:
         converter.initialize_pipeline(InputFormat.PDF)
     except Exception as exc:  # Docling raises FileNotFoundError, RuntimeError, OSError here
-        raise ResearchConfigError(
+        raise ConfigError(
             f"{key}: {artifacts_path!r} lacks Docling's PDF models: {_one_line(str(exc))}"
         ) from exc
     return converter

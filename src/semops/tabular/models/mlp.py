@@ -5,33 +5,23 @@ from __future__ import annotations
 
 import os
 
-# torch's CPU matrix products are MKL's, whose kernels follow the instruction set (AVX2, AVX-512,
-# AMX): the same seed trained other weights on other CPUs. MKL's conditional numerical
-# reproducibility mode pins one code path on every CPU with AVX2; it must be set before MKL
-# starts, so before torch is imported. Measured: AVX-512/AMX Xeon and an emulated Haswell agree.
-os.environ.setdefault("MKL_CBWR", "AVX2")
-
 import numpy as np
 import torch
 from torch import nn
 
 from semops.config.schema import MlpConfig, TrainConfig
 from semops.errors import SemopsError
-from semops.tabular.models.base import (
-    EarlyStopper,
-    Trained,
-    TrainingData,
-    history_row,
-)
+from semops.tabular.models.base import EarlyStopper, Trained, TrainingData, history_row
+from semops.tabular.models.exact import ExactLinear, SerialDropout, ieee_sqrt
 
 
 def build_network(n_features: int, n_classes: int, cfg: MlpConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = n_features
     for _ in range(cfg.layers):
-        layers += [nn.Linear(width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+        layers += [ExactLinear(width, cfg.hidden), nn.ReLU(), SerialDropout(cfg.dropout)]
         width = cfg.hidden
-    layers.append(nn.Linear(width, n_classes))
+    layers.append(ExactLinear(width, n_classes))
     return nn.Sequential(*layers)
 
 
@@ -100,8 +90,10 @@ def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained
 
 class AdamW:
     """torch.optim.AdamW's update, operation for operation (its single-tensor path, the one torch
-    takes on CPU, so the weights come out bit-identical): torch's optimizers import torch._dynamo
-    on their first step, seconds that every run of the train stage would pay for nothing."""
+    takes on CPU): torch's optimizers import torch._dynamo on their first step, seconds that every
+    run of the train stage would pay for nothing. One difference: the square root is IEEE's,
+    correctly rounded (`exact.ieee_sqrt`), where torch's CPU sqrt is MKL's vector math, whose last
+    bit follows the CPU."""
 
     def __init__(
         self,
@@ -133,7 +125,7 @@ class AdamW:
                 param.mul_(1 - self.lr * self.weight_decay)
                 mean.lerp_(grad, 1 - beta1)
                 square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (square.sqrt() / bias_correction2_sqrt).add_(self.eps)
+                denom = (ieee_sqrt(square) / bias_correction2_sqrt).add_(self.eps)
                 param.addcdiv_(mean, denom, value=-step_size)
 
 

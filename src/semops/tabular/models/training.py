@@ -10,21 +10,17 @@ from semops.config.schema import MlpConfig, ModelConfig, TrainConfig, saved_sett
 from semops.errors import SemopsError
 from semops.tabular.models import Fitted
 from semops.tabular.models.base import Trained, TrainingData
+from semops.tabular.models.predict import predictor
 
 
 def _trainer(kind: str) -> ModuleType:
-    """The module that fits `kind`, imported only when used (torch only for mlp)."""
+    """The module that fits `kind`, imported only when used (torch only for mlp); logreg and
+    gbdt fit and predict in one module."""
     if kind == "mlp":
         from semops.tabular.models import mlp
 
         return mlp
-    if kind == "logreg":
-        from semops.tabular.models import linear
-
-        return linear
-    from semops.tabular.models import gbdt
-
-    return gbdt
+    return predictor(kind)
 
 
 def fit(model: ModelConfig, train: TrainConfig, data: TrainingData) -> Fitted:

@@ -10,22 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semops.errors import SemopsError
-from semops.research.index.store.base import (
-    BM25,
-    DENSE,
-    ClosingContext,
-    Hit,
-    IndexMismatchError,
-    Point,
-    batches,
-    best_hits,
-    bm25_model,
-    describe_mismatch,
-    index_meta,
-    named_vectors,
-    point_batches,
-    unit_vectors,
-)
+from semops.research.index.store import base
 
 if TYPE_CHECKING:
     import qdrant_edge
@@ -35,7 +20,7 @@ if TYPE_CHECKING:
 API_KEY_ENV = "QDRANT_API_KEY"
 
 
-class ServerStore(ClosingContext):
+class ServerStore(base.ClosingContext):
     """A collection on a Qdrant server (or cluster) at `url`, through qdrant-client; the API key,
     if the server wants one, comes from QDRANT_API_KEY only.
 
@@ -99,7 +84,7 @@ class ServerStore(ClosingContext):
         self.collection = collection
         self.dim = dim
         self.embedder = embedder
-        wanted = index_meta(dim, embedder)
+        wanted = base.index_meta(dim, embedder)
         with self._errors():
             exists = client.collection_exists(collection)
             if exists and recreate:
@@ -109,10 +94,10 @@ class ServerStore(ClosingContext):
                 client.create_collection(
                     collection,
                     vectors_config={
-                        DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                        base.DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)
                     },
                     sparse_vectors_config={
-                        BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                        base.BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)
                     },
                     metadata=wanted,
                 )
@@ -120,10 +105,10 @@ class ServerStore(ClosingContext):
             config = client.get_collection(collection).config
         found = dict(config.metadata or {})
         vectors = config.params.vectors
-        dense = vectors.get(DENSE) if isinstance(vectors, dict) else None
+        dense = vectors.get(base.DENSE) if isinstance(vectors, dict) else None
         if dense is not None:
             found["dim"] = dense.size  # the size the server holds, whatever the metadata says
-        sparse = (config.params.sparse_vectors or {}).get(BM25)
+        sparse = (config.params.sparse_vectors or {}).get(base.BM25)
         shaped = (
             dense is not None
             and dense.size == dim
@@ -132,8 +117,10 @@ class ServerStore(ClosingContext):
             and sparse.modifier == models.Modifier.IDF
         )
         if not shaped or found != wanted:
-            raise IndexMismatchError(
-                describe_mismatch(f"Qdrant collection {collection!r} at {where}", found, wanted)
+            raise base.IndexMismatchError(
+                base.describe_mismatch(
+                    f"Qdrant collection {collection!r} at {where}", found, wanted
+                )
             )
 
     @contextlib.contextmanager
@@ -154,13 +141,15 @@ class ServerStore(ClosingContext):
                 "research.store.url and that the server is up"
             ) from exc
 
-    def upsert(self, points: Sequence[Point]) -> None:
+    def upsert(self, points: Sequence[base.Point]) -> None:
         from qdrant_client.http import models
 
-        for batch in point_batches(points, self.dim):
+        for batch in base.point_batches(points, self.dim):
             structs = [
                 models.PointStruct(
-                    id=p.id, vector=named_vectors(row, _client_sparse(terms)), payload=p.payload
+                    id=p.id,
+                    vector=base.named_vectors(row, _client_sparse(terms)),
+                    payload=p.payload,
                 )
                 for p, row, terms in batch
             ]
@@ -170,7 +159,7 @@ class ServerStore(ClosingContext):
     def delete(self, point_ids: Sequence[str]) -> None:
         from qdrant_client.http import models
 
-        for batch in batches(point_ids):
+        for batch in base.batches(point_ids):
             with self._errors():
                 self._client.delete(
                     self.collection, points_selector=models.PointIdsList(points=list(batch))
@@ -196,25 +185,25 @@ class ServerStore(ClosingContext):
         with self._errors():
             return self._client.count(self.collection, exact=True).count
 
-    def search_dense(self, vector: np.ndarray, limit: int) -> list[Hit]:
-        query = unit_vectors([vector], self.dim, ["query"])[0].tolist()
-        return best_hits(lambda n: self._query(query, DENSE, n), limit)
+    def search_dense(self, vector: np.ndarray, limit: int) -> list[base.Hit]:
+        query = base.unit_vectors([vector], self.dim, ["query"])[0].tolist()
+        return base.best_hits(lambda n: self._query(query, base.DENSE, n), limit)
 
-    def search_bm25(self, text: str, limit: int) -> list[Hit]:
-        terms = bm25_model().embed_query(text)
+    def search_bm25(self, text: str, limit: int) -> list[base.Hit]:
+        terms = base.bm25_model().embed_query(text)
         if not terms.indices:
             return []
         query = _client_sparse(terms)
-        return best_hits(lambda n: self._query(query, BM25, n), limit)
+        return base.best_hits(lambda n: self._query(query, base.BM25, n), limit)
 
     def _query(
         self, query: list[float] | qmodels.SparseVector, using: str, limit: int
-    ) -> list[Hit]:
+    ) -> list[base.Hit]:
         with self._errors():
             points = self._client.query_points(
                 self.collection, query=query, using=using, limit=limit, with_payload=True
             ).points
-        return [Hit(str(p.id), p.score, p.payload or {}) for p in points]
+        return [base.Hit(str(p.id), p.score, p.payload or {}) for p in points]
 
     def flush(self) -> None:
         """Writes wait for the server's acknowledgement: nothing is pending here."""

@@ -20,7 +20,7 @@ from semops.research.ingest.web.robots import Robots
 from semops.research.ingest.web.snapshot import save_snapshot
 from semops.research.ingest.web.urls import host_of, is_followable, normalize_url, site_of
 
-# Progress and failures are information: the CLI shows them on stdout, as lines of its report.
+# Progress and failures are information: the CLI shows them on stderr, as lines of its report.
 log = logging.getLogger(__name__)
 
 ROBOTS_TIMEOUT = 10.0
