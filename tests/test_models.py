@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from projectkit import REPO
 
 from semops.config.schema import EarlyStopping, GbdtConfig, LogregConfig, MlpConfig, TrainConfig
 from semops.errors import SemopsError
@@ -384,3 +386,64 @@ def test_diverging_training_is_a_clear_error() -> None:
     exploding = dataclasses.replace(model, lr=1e12)
     with pytest.raises(SemopsError, match=r"training diverged .* lower model.lr \(now 1e\+12\)"):
         training.fit(exploding, train, training_data(2))
+
+
+def test_exact_matmul_does_not_depend_on_the_order_of_additions() -> None:
+    """What makes the MLP's CPU weights the same on every CPU: BLAS kernels differ in the order
+    they add a product's terms; here every order gives the same bits."""
+    import torch
+
+    from semops.tabular.models.exact import exact_matmul
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 300, generator=generator) * torch.logspace(-3, 3, 300)
+    b = torch.randn(300, 16, generator=generator)
+    order = torch.randperm(300, generator=generator)
+    exact = exact_matmul(a, b)
+    assert torch.equal(exact, exact_matmul(a[:, order], b[order]))
+    assert not torch.equal(a @ b, a[:, order] @ b[order])  # float32 sums do depend on it
+    # Each term is rounded to ~21 bits of its row's (column's) largest: the error is bounded by
+    # the sum of the terms' magnitudes, not by the (possibly cancelled) result.
+    error = (exact.double() - a.double() @ b.double()).abs()
+    assert bool((error <= 1e-5 * (a.double().abs() @ b.double().abs())).all())
+
+
+def test_exact_layers_train_like_torchs_own() -> None:
+    import torch
+
+    from semops.tabular.models.exact import ExactLinear
+
+    torch.manual_seed(0)
+    exact = ExactLinear(12, 5)
+    plain = torch.nn.Linear(12, 5)
+    plain.load_state_dict(exact.state_dict())
+    x = torch.randn(32, 12, requires_grad=True)
+    x_plain = x.detach().clone().requires_grad_(True)
+    exact(x).square().sum().backward()
+    plain(x_plain).square().sum().backward()
+    for mine, theirs in ((x.grad, x_plain.grad), (exact.weight.grad, plain.weight.grad)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(exact.bias.grad, plain.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_train_stage_weights_do_not_depend_on_mkls_code_path(tmp_path: Path) -> None:
+    """MKL picks its kernels by CPU; MKL_CBWR makes it take other paths here, as other CPUs
+    would: the trained weights must not change."""
+    import yaml
+    from stagekit import params_with, run_stage, write_params
+
+    data = yaml.safe_load((REPO / "conf/data/credit_sample.yaml").read_text())
+    data["source"]["path"] = str(REPO / data["source"]["path"])
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    write_params(prepared, params_with(data=data))
+    for stage in ("download", "clean", "featurize"):
+        assert run_stage(prepared, stage).returncode == 0
+    weights = []
+    for mkl_path in ("", "COMPATIBLE", "AVX2"):
+        workdir = tmp_path / (mkl_path or "default")
+        shutil.copytree(prepared, workdir)
+        result = run_stage(workdir, "train", **({"MKL_CBWR": mkl_path} if mkl_path else {}))
+        assert result.returncode == 0, result.stderr
+        weights.append((workdir / "data/models/model" / models.WEIGHTS).read_bytes())
+    assert weights[1:] == weights[:1] * 2

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from semops.config.research import AnswerConfig
+from semops.config.validation import build
 from semops.errors import ConfigError, SemopsError
 from semops.research.query.answer import (
     NO_KEY_NOTE,
@@ -427,4 +428,4 @@ def test_citation_numbers_are_read_from_brackets_only() -> None:
 )
 def test_bad_answer_config_names_the_key(override: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(key)):
-        AnswerConfig(**override)
+        build(AnswerConfig, override, "research.answer")
