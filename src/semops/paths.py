@@ -55,7 +55,6 @@ CONFUSION_PLOT = PLOTS / "confusion.csv"
 # Research RAG: what `semops research add` snapshots (files and crawled pages, never edited in
 # place), and what the research-embed stage writes.
 RESEARCH_SOURCES = RAW / "research"
-RESEARCH_SOURCES_MANIFEST = RESEARCH_SOURCES / "sources.json"
 RESEARCH = DATA / "research"
 RESEARCH_CHUNKS = RESEARCH / "chunks.parquet"
 # What the index holds (point ids, text hashes, embedder): DVC's view of the index.
