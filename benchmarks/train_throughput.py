@@ -29,8 +29,10 @@ TITLE = "3. MLP training throughput"
 
 
 def plain_loop(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> list[float]:
-    """Shuffle, forward, cross-entropy, backward, AdamW step; no validation, no snapshots.
-    Returns the mean training loss per epoch (summed on the device, read at the end)."""
+    """Shuffle, forward, cross-entropy, backward, AdamW step; no validation, no snapshots; torch's
+    own layers (ours multiply exactly on the CPU, for the same bits on every CPU), started from
+    the same weights. Returns the mean training loss per epoch (summed on the device, read at
+    the end)."""
     import torch
     from torch import nn
 
@@ -39,7 +41,19 @@ def plain_loop(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> 
     device = resolve_device(model_cfg.device)
     torch.manual_seed(train.seed)
     torch.set_num_threads(train.threads)
-    network = build_network(data.x_train.shape[1], data.n_classes, model_cfg).to(device)
+    ours = build_network(data.x_train.shape[1], data.n_classes, model_cfg)
+    network = nn.Sequential(
+        *(
+            nn.Linear(m.in_features, m.out_features)
+            if isinstance(m, nn.Linear)
+            else nn.Dropout(m.p)
+            if isinstance(m, nn.Dropout)
+            else m
+            for m in ours
+        )
+    )
+    network.load_state_dict(ours.state_dict())
+    network = network.to(device)
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=model_cfg.lr, weight_decay=model_cfg.weight_decay
     )
@@ -180,9 +194,10 @@ def _notes(data: dict[str, Any], ratio_median: float, spread: float) -> list[str
         f"{data['batch_size']} ({data['steps_per_epoch']} steps/epoch), device {data['device']}, "
         f"torch threads {data['torch_threads']}; samples/s = rows x epochs / seconds.",
         "Ours: semops.tabular.models.training.fit, what the train stage calls. Plain: a minimal "
-        "PyTorch loop with torch.optim.AdamW. Same network (build_network), seeds, batches, AdamW "
-        f"settings; ours also scores the validation split ({data['val_rows']} rows) and "
-        "snapshots the best weights each epoch. Largest per-epoch train-loss difference between "
+        "PyTorch loop with torch.optim.AdamW and torch's own layers (ours multiply exactly on the "
+        "CPU). Same shape and starting weights, seeds, batches, AdamW settings; ours also scores "
+        f"the validation split ({data['val_rows']} rows) and snapshots the best weights each "
+        "epoch. Largest per-epoch train-loss difference between "
         f"the two: {data['max_abs_train_loss_diff']:.2g} (0 = the same computation).",
         "Not counted: a 1-epoch warm-up of each. Ours' first call took "
         f"{fmt_s(data['first_epoch_seconds_ours'])} for 1 epoch; it {dynamo} torch._dynamo "
