@@ -133,6 +133,15 @@ def test_conf_edit_is_picked_up_by_make_repro(project_copy: Path) -> None:
     assert ran_stages(result.stdout) == ["train", "evaluate", "track"]
 
 
+def test_retrieval_settings_rerun_only_the_research_evaluation(project_copy: Path) -> None:
+    conf = project_copy / "conf/config.yaml"
+    weight = "dense_weight: 0.8"
+    conf.write_text(conf.read_text().replace(weight, "dense_weight: 0.7", 1))
+    run(["make", "params"], project_copy)
+    changed = json.loads(run(["dvc", "status", "--json"], project_copy).stdout)
+    assert sorted(changed) == ["research-eval", "track"]
+
+
 def test_unreachable_mlflow_keeps_results_and_mirror_logs_them_later(project_copy: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
