@@ -204,7 +204,7 @@ def _latency() -> dict[str, Any]:
     cfg = load_section("research")
     queries = list(read_beir(Path(cfg.corpus)).queries.values())
     times: dict[str, list[float]] = {k: [] for k in ("embed", "dense", "bm25", "hybrid", "total")}
-    with open_index(cfg) as (store, embedder):
+    with open_index(cfg) as (store, embedder, _):
         embedder.embed_query("warm up")
         for text in queries:
             start = time.perf_counter()

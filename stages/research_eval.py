@@ -4,15 +4,14 @@ from semops import paths
 from semops.config.schema import load_section
 from semops.io import write_json
 from semops.research.evaluate import evaluate_index
-from semops.research.index.chunking import read_chunks
 from semops.research.index.sync import open_index
 from semops.stage import run_stage
 
 
 def main() -> None:
     cfg = load_section("research")
-    with open_index(cfg) as (store, embedder):
-        metrics = evaluate_index(cfg, read_chunks(paths.RESEARCH_CHUNKS), store, embedder)
+    with open_index(cfg) as (store, embedder, chunks):
+        metrics = evaluate_index(cfg, chunks, store, embedder)
     write_json(paths.RESEARCH_METRICS, metrics)
     if "tfidf" in metrics:
         method = cfg.retrieval.method

@@ -14,7 +14,6 @@ from semops.config.compose import PARAMS_SCHEMA, compose_params, write_params_sc
 from semops.config.schema import (
     MODELS,
     SECTIONS,
-    ConfigError,
     DataConfig,
     FileSource,
     GbdtConfig,
@@ -31,7 +30,7 @@ from semops.config.schema import (
     read_params,
     validate_all,
 )
-from semops.errors import SemopsError
+from semops.errors import ConfigError, SemopsError
 
 REPO = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32

@@ -34,7 +34,7 @@ def _passages(cfg: ResearchConfig, query: str, limit: int) -> list[Any]:
     from semops.research.query import retrieval
     from semops.research.query.answer import Passage
 
-    with open_index(cfg) as (store, embedder):
+    with open_index(cfg) as (store, embedder, _):
         hits = retrieval.search(
             store, embedder.embed_query(query), query, replace(cfg.retrieval, top_k=limit)
         )

@@ -16,7 +16,6 @@ from semops import paths
 from semops.config.research import ResearchConfig
 from semops.config.schema import (
     PARAMS_FILE,
-    ConfigError,
     DataConfig,
     EvaluateConfig,
     FeaturizeConfig,
@@ -30,7 +29,7 @@ from semops.config.schema import (
     validate_all,
 )
 from semops.config.validation import STRICT, adapter
-from semops.errors import SemopsError
+from semops.errors import ConfigError, SemopsError
 from semops.io import atomic_path, read_json
 
 CONF_DIR = Path("conf")

@@ -1,9 +1,8 @@
 """Typed, validated `research` section of params.yaml (the shared checks: config/validation.py).
 
-pydantic checks types and keys (strict: no "1" for 1, no 1 for true; unknown keys are errors);
-`__post_init__` checks values, naming the full key path, since tests and code build these
-classes directly as well as from params.yaml. The values live in conf/: a test fails when a
-default here differs from the one conf/ sets.
+pydantic checks types, keys and bounds (strict: no "1" for 1, no 1 for true; unknown keys are
+errors); `__post_init__` checks what spans fields, naming the full key path. The values live in
+conf/: a test fails when a default here differs from the one conf/ sets.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from semops.config.validation import (
     PositiveFloat,
     PositiveInt,
     adapter,
+    build,
     check_http_url,
 )
-from semops.config.validation import build as build
-from semops.errors import ConfigError as ConfigError
+from semops.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")
 

@@ -165,11 +165,12 @@ def write_index_manifest(cfg: ResearchConfig, embedder: Embedder, chunks: list[C
 
 
 @contextmanager
-def open_index(cfg: ResearchConfig) -> Iterator[tuple[Store, Embedder]]:
+def open_index(cfg: ResearchConfig) -> Iterator[tuple[Store, Embedder, list[Chunk]]]:
     """The index for queries, brought in line with the stage's outputs first: after a `dvc
     checkout`, an `exp apply` or on a fresh machine the engine's files may hold another state
     (or none); the chunks DVC restored and the embedding store rebuild it, embedding what the
-    store lacks (all of it on a machine that neither built nor pulled the store)."""
+    store lacks (all of it on a machine that neither built nor pulled the store). Yields the
+    store, the embedder and the chunks it holds."""
     if not paths.RESEARCH_CHUNKS.exists():
         raise SemopsError(
             f"{paths.RESEARCH_CHUNKS}: not found; build the research index first (`make run` "
@@ -188,4 +189,4 @@ def open_index(cfg: ResearchConfig) -> Iterator[tuple[Store, Embedder]]:
         if {point_id(c): c.text_sha256 for c in chunks} != present:
             vectors, _ = embed_chunks(cfg, embedder, chunks, compact=False)
             sync_index(store, chunks, vectors)
-        yield store, embedder
+        yield store, embedder, chunks
