@@ -13,12 +13,10 @@ def main() -> None:
     with open_index(cfg) as (store, embedder, chunks):
         metrics = evaluate_index(cfg, chunks, store, embedder)
     write_json(paths.RESEARCH_METRICS, metrics)
-    if "tfidf" in metrics:
-        method = cfg.retrieval.method
-        print(
-            f"research-eval: {method} nDCG@10 {metrics[method]['ndcg_at_10']:.4f}"
-            f" (TF-IDF {metrics['tfidf']['ndcg_at_10']:.4f})"
-        )
+    method = cfg.retrieval.method
+    for name, figures in metrics.items():
+        if isinstance(figures, dict) and method in figures:
+            print(f"research-eval: {name}: {method} nDCG@10 {figures[method]['ndcg_at_10']:.4f}")
 
 
 if __name__ == "__main__":

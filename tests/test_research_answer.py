@@ -396,6 +396,8 @@ def test_format_answer_lists_sources_and_note() -> None:
         citations=(
             Citation(1, "samples/research/docs/faq.pdf", ("Python FAQ", "Copying"), 3),
             Citation(2, "https://example.org/copy", (), None),
+            Citation(3, "rdocs:R-data.pdf", ("R Data Import/Export", "Encodings"), 8, False),
+            Citation(4, "notes.md", ("Notes", "Setup"), None, False),
         ),
         mode="claude",
         model=MODEL,
@@ -406,7 +408,9 @@ def test_format_answer_lists_sources_and_note() -> None:
         "Use copy.deepcopy() [2] or copy.copy() [1].\n\n"
         "Sources:\n"
         "[1] samples/research/docs/faq.pdf > Python FAQ > Copying (p. 3)\n"
-        "[2] https://example.org/copy\n\n"
+        "[2] https://example.org/copy\n"
+        "[3] rdocs:R-data.pdf > R Data Import/Export > Encodings (continued, p. 8)\n"
+        "[4] notes.md > Notes > Setup (continued)\n\n"
         "Note: The answer cites [9], which is not among the 3 passages sent.\n"
     )
     bare = Answer("The passages do not say.", (), "claude", MODEL, None)

@@ -222,17 +222,19 @@ def test_chunk_ids_are_stable_and_unique_when_a_text_repeats() -> None:
 
     assert chunks == again
     assert [c.chunk_id for c in chunks] == [  # a change here re-indexes every user's corpus
-        "a8d5b2212bbccf85089209aabb882705",
-        "ac69158abd26eda7f92f63f31502a8db",
-        "5fa3bc7bb74780d53bb313e2a0162be1",
-        "5ff8f5e4986f7d06f9e6e04688262e75",
+        "7c25671e299627088cb6ba2e2e5adc99",
+        "f6705291e59ff645c37d506997111d4c",
+        "28b19acb22b575d359fbdca86f73530c",
+        "e86b9afa168fe6547a8da83b9583d2ea",
     ]
     assert all(re.fullmatch(r"[0-9a-f]{32}", c.chunk_id) for c in chunks)
     assert chunks[1].text_sha256 == chunks[2].text_sha256 == sha256_text("Yes.")
     assert chunks[1].chunk_id != chunks[2].chunk_id
     # The same text in another section is that section's first: edits elsewhere keep its id.
     assert chunks[3].text_sha256 == chunks[1].text_sha256
-    assert chunks[3].chunk_id == chunk_id("notes.md", ("T", "Other"), sha256_text("Yes."), 0)
+    assert chunks[3].chunk_id == chunk_id("notes.md", ("T", "Other"), sha256_text("Yes."), 0, True)
+    # The repeat continues its section: it is cited as such, and its dense score yields.
+    assert [c.opens_section for c in chunks] == [True, True, False, True]
     assert [c.text_sha256 for c in elsewhere] == [c.text_sha256 for c in chunks]
     assert not {c.chunk_id for c in elsewhere} & {c.chunk_id for c in chunks}
 

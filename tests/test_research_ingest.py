@@ -162,7 +162,7 @@ def test_pdf_sections_carry_their_page_and_lines_join_into_paragraphs(two_page_p
     doc = convert_file(two_page_pdf, "papers/notes.pdf", NATIVE)
 
     assert doc.source == "papers/notes.pdf"
-    assert doc.title == "notes"  # the native pipeline finds no headings: the file's stem
+    assert doc.title == "notes"  # no outline, no metadata title, one font: the file's stem
     assert doc.sha256 == hashlib.sha256(two_page_pdf.read_bytes()).hexdigest()
     assert doc.sections == (
         Section(

@@ -18,6 +18,8 @@ from semops.research.index.store.base import Hit, Point
 from semops.research.index.store.edge import EdgeStore
 from semops.research.query.retrieval import (
     aggregate_to_documents,
+    dbsf,
+    keep_confident_firsts,
     mrr_at_k,
     ndcg_at_k,
     recall_at_k,
@@ -50,6 +52,64 @@ def test_rrf_breaks_ties_by_id_and_counts_a_repeat_once() -> None:
     assert rrf([["a", "a", "b"]], [1.0], k=0) == [("a", 1.0), ("b", 1 / 3)]
     with pytest.raises(ValueError, match="2 rankings but 1 weights"):
         rrf([["a"], ["b"]], [1.0], k=60)
+
+
+# ----------------------------------------------------------------------------- dbsf
+
+
+def test_dbsf_standardises_each_list_and_sums_the_weighted_scores() -> None:
+    dense = [("a", 0.9), ("b", 0.5), ("c", 0.1)]  # mean 0.5, sd 0.3266
+    lexical = [("c", 12.0), ("d", 2.0)]  # mean 7, sd 5
+    sd = float(np.std([0.9, 0.5, 0.1]))
+    low = 0.5 - 3 * sd
+    expected = {
+        "a": 0.7 * (0.9 - low) / (6 * sd),
+        "b": 0.7 * (0.5 - low) / (6 * sd),
+        "c": 0.7 * (0.1 - low) / (6 * sd) + 0.3 * (12 - (7 - 15)) / 30,
+        "d": 0.3 * (2 - (7 - 15)) / 30,
+    }
+    fused = dbsf([dense, lexical], [0.7, 0.3])
+    assert [item for item, _ in fused] == sorted(expected, key=lambda k: -expected[k])
+    assert dict(fused) == pytest.approx(expected)
+
+
+def test_dbsf_tells_a_standout_lead_from_a_narrow_one_where_rank_fusion_cannot() -> None:
+    # Dense puts "y" first by a hair; BM25 puts "x" first far above the rest; neither has the
+    # other's first. Rank fusion with equal weights cannot tell them apart; dbsf can.
+    dense = [("y", 0.62), *((f"d{i}", 0.61 - i / 1000) for i in range(20))]
+    lexical = [("x", 30.0), *((f"l{i}", 3.0 - i / 100) for i in range(20))]
+    assert dbsf([dense, lexical], [0.5, 0.5])[0][0] == "x"
+    fused = rrf([[i for i, _ in dense], [i for i, _ in lexical]], [0.5, 0.5], 60)
+    assert fused[0][1] == fused[1][1]
+
+
+def test_dbsf_gives_a_list_of_equal_scores_one_and_counts_an_id_once() -> None:
+    assert dbsf([[("a", 2.0), ("b", 2.0), ("a", 1.0)]], [0.5]) == [("a", 0.5), ("b", 0.5)]
+    with pytest.raises(ValueError, match="2 lists but 1 weights"):
+        dbsf([[], []], [1.0])
+
+
+def hits(*scored: tuple[str, float]) -> list[Hit]:
+    return [Hit(item, score, {}) for item, score in scored]
+
+
+def test_a_confident_first_hit_the_other_ranker_missed_is_kept_in_the_top_k() -> None:
+    lexical = hits(("x", 50.0), *((f"l{i}", 1.0) for i in range(30)))
+    dense = hits(*((f"d{i}", 0.9 - i / 100) for i in range(30)))
+    fused = [(f"d{i}", 1.0 - i / 100) for i in range(5)] + [("x", 0.1)]
+    kept = keep_confident_firsts(fused, [dense, lexical], top_k=3)
+    assert [item for item, _ in kept] == ["d0", "d1", "x", "d2", "d3", "d4"]
+    assert [score for _, score in kept] == sorted((score for _, score in kept), reverse=True)
+
+
+def test_a_first_hit_that_is_not_confident_or_that_both_rankers_saw_stays_where_it_fell() -> None:
+    fused = [(f"d{i}", 1.0 - i / 100) for i in range(5)] + [("x", 0.1)]
+    dense = hits(*((f"d{i}", 0.9 - i / 100) for i in range(30)))
+    unsure = hits(("x", 1.25), *((f"l{i}", 1.2 - i / 20) for i in range(30)))
+    assert keep_confident_firsts(fused, [dense, unsure], top_k=3) == fused
+    seen = hits(("x", 50.0), *((f"l{i}", 1.0) for i in range(30)))
+    dense_too = [*dense, Hit("x", 0.1, {})]
+    assert keep_confident_firsts(fused, [dense_too, seen], top_k=3) == fused
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -166,7 +226,9 @@ def test_dense_and_bm25_search_return_their_own_rankings(store: EdgeStore) -> No
 
 
 def test_hybrid_fuses_both_rankings(store: EdgeStore) -> None:
-    cfg = RetrievalConfig(method="hybrid", top_k=3, candidates=10, rrf_k=60, dense_weight=0.5)
+    cfg = RetrievalConfig(
+        method="hybrid", top_k=3, candidates=10, fusion="rrf", rrf_k=60, dense_weight=0.5
+    )
     hits = search(store, CATS, "deepcopy object", cfg)
     # dense ranks p3 p2 p1 p4, BM25 ranks p1 p4: p1 = .5/63 + .5/61, p4 = .5/64 + .5/62, ...
     assert docs(hits) == ["p1", "p4", "p3"]
@@ -187,6 +249,27 @@ def test_hybrid_candidates_bound_what_each_ranker_contributes(store: EdgeStore) 
     cfg = RetrievalConfig(method="hybrid", top_k=10, candidates=1, dense_weight=0.5)
     # p3 first of dense, p1 first of BM25: equal scores, so in point id order.
     assert docs(search(store, CATS, "deepcopy object", cfg)) == ["p1", "p3"]
+
+
+def test_a_chunk_that_continues_a_section_yields_to_one_that_opens_a_section(
+    tmp_path: Path,
+) -> None:
+    opening = np.array([1.0, 0.3, 0.0, 0.0], dtype=np.float32)
+    continuing = np.array([1.0, 0.2, 0.0, 0.0], dtype=np.float32)  # nearer to the query
+    with EdgeStore(tmp_path / "index", DIM, "test") as edge:
+        edge.upsert(
+            [
+                Point(point_id(1), opening, "opens", {"doc": "open", "opens_section": True}),
+                Point(point_id(2), continuing, "goes on", {"doc": "cont", "opens_section": False}),
+            ]
+        )
+        query = np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+        plain = RetrievalConfig(method="dense", continuation_penalty=0.0)
+        assert docs(search(edge, query, "x", plain)) == ["cont", "open"]
+        preferred = search(edge, query, "x", RetrievalConfig(method="dense"))
+        assert docs(preferred) == ["open", "cont"]
+        cosine = float(continuing @ query / np.linalg.norm(continuing))
+        assert preferred[1].score == pytest.approx(cosine - 0.1, abs=1e-5)
 
 
 # ----------------------------------------------------------------------------- TF-IDF

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -379,11 +380,21 @@ def test_build_eval_set_on_a_small_tree() -> None:
 
 def make_deb(path: Path, sources: dict[str, str]) -> Path:
     """A Debian package (ar archive) whose data.tar.xz holds the given reST sources."""
+    return deb_of_files(
+        path,
+        {
+            f"{pyfaq.SOURCES_DIR}/{doc}{pyfaq.SOURCE_SUFFIX}": text.encode()
+            for doc, text in sources.items()
+        },
+    )
+
+
+def deb_of_files(path: Path, files: dict[str, bytes]) -> Path:
+    """A Debian package (ar archive) whose data.tar.xz holds `files` (path in the package)."""
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w:xz") as tar:
-        for doc, text in sorted(sources.items()):
-            blob = text.encode()
-            info = tarfile.TarInfo(f"./{pyfaq.SOURCES_DIR}/{doc}{pyfaq.SOURCE_SUFFIX}")
+        for name, blob in sorted(files.items()):
+            info = tarfile.TarInfo(f"./{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     members = {"debian-binary": b"2.0\n", "control.tar.xz": b"", "data.tar.xz": data.getvalue()}
@@ -431,6 +442,85 @@ def test_the_builder_script_names_a_bad_input(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{not_a_deb}: is not a Debian package" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- the real-document set -----------------------------------------------------------------
+
+RDOCS = SAMPLES / "rdocs"
+BUILD_RDOCS = SAMPLES / "build_rdocs.py"
+
+
+def test_rdocs_documents_are_the_shipped_files_source_md_names() -> None:
+    source = (RDOCS / "SOURCE.md").read_text()
+    for path in sorted((RDOCS / "documents").iterdir()):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert f"| `documents/{path.name}` | {path.stat().st_size} | `{digest}` |" in source
+    assert "| r-doc-pdf | 4.2.2.20221110-2 |" in source
+
+
+def test_rdocs_queries_are_judged_by_pages_and_headings_that_exist() -> None:
+    import pypdfium2
+
+    queries = jsonl(RDOCS / "queries.jsonl")
+    kinds = [q["metadata"]["kind"] for q in queries]
+    assert (kinds.count("heading"), kinds.count("user")) == (75, 42)
+    rows = [line.split("\t") for line in (RDOCS / "qrels/test.tsv").read_text().splitlines()[1:]]
+    judged = {qid for qid, _, _ in rows}
+    assert judged == {q["_id"] for q in queries}
+    pages = {}
+    for name in ("R-FAQ.pdf", "R-data.pdf"):
+        pdf = pypdfium2.PdfDocument(RDOCS / "documents" / name)
+        pages[name] = len(pdf)
+        pdf.close()
+    html = (RDOCS / "documents/R-lang.html").read_text()
+    for _, unit, grade in rows:
+        name, _, where = unit.partition("#")
+        assert grade == "1"
+        if name.endswith(".pdf"):
+            assert 1 <= int(where.removeprefix("page=")) <= pages[name]
+        else:
+            assert where in " ".join(html.replace("&nbsp;", " ").split()), unit
+    headings = {q["text"] for q in queries if q["metadata"]["kind"] == "heading"}
+    users = [q["text"] for q in queries if q["metadata"]["kind"] == "user"]
+    assert not headings.intersection(users)  # user queries are not headings asked verbatim
+
+
+def test_the_rdocs_builder_reads_debs_and_writes_the_committed_set(tmp_path: Path) -> None:
+    manual = "usr/share/R/doc/manual"
+    pdf_deb = deb_of_files(
+        tmp_path / "r-doc-pdf_9.9-1_all.deb",
+        {
+            f"{manual}/{n}": (RDOCS / "documents" / n).read_bytes()
+            for n in ("R-FAQ.pdf", "R-data.pdf")
+        },
+    )
+    html_deb = deb_of_files(
+        tmp_path / "r-doc-html_9.9-1_all.deb",
+        {f"{manual}/R-lang.html": (RDOCS / "documents/R-lang.html").read_bytes()},
+    )
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, str(BUILD_RDOCS), str(pdf_deb), str(html_deb), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    for name in (
+        "queries.jsonl",
+        "qrels/test.tsv",
+        *(f"documents/{p.name}" for p in (RDOCS / "documents").iterdir()),
+    ):
+        assert (out / name).read_bytes() == (RDOCS / name).read_bytes(), name
+    assert "| r-doc-pdf | 9.9-1 |" in (out / "SOURCE.md").read_text()
+    not_a_deb = tmp_path / "notes.deb"
+    not_a_deb.write_text("hello")
+    result = subprocess.run(
+        [sys.executable, str(BUILD_RDOCS), str(not_a_deb), str(html_deb), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and f"{not_a_deb}: not a .deb (ar) archive" in result.stderr
 
 
 # --- the mixed-format corpus ----------------------------------------------------------------

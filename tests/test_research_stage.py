@@ -44,6 +44,30 @@ def small_beir(dest: Path, queries: int = 12, distractors: int = 40) -> Path:
     return dest
 
 
+def small_documents(dest: Path) -> Path:
+    """A document set: a PDF without an outline and an HTML page, three queries judged by page
+    (the PDF) and by section (the HTML)."""
+    (dest / "documents").mkdir(parents=True)
+    for name in ("qdrant-hnsw-notes.pdf", "dvc-pipelines.html"):
+        (dest / "documents" / name).write_bytes((MIXED / name).read_bytes())
+    queries = {
+        "hnsw": "What does HNSW stand for?",
+        "exact": "How does search work without an index?",
+        "lock": "Where does DVC record the hashes of a pipeline's outputs?",
+    }
+    (dest / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items())
+    )
+    (dest / "qrels").mkdir()
+    (dest / "qrels/test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        "hnsw\tqdrant-hnsw-notes.pdf#page=2\t1\n"
+        "exact\tqdrant-hnsw-notes.pdf#page=1\t1\n"
+        "lock\tdvc-pipelines.html#The lock file\t1\n"
+    )
+    return dest
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One exported ONNX model for every scratch project of the session."""
@@ -56,8 +80,9 @@ def scratch(tmp_path: Path, model_cache: Path, **research: Any) -> Path:
     (workdir / "data/.cache/research").mkdir(parents=True)
     (workdir / "data/.cache/research/models").symlink_to(model_cache)
     corpus = small_beir(workdir / "corpus")
+    documents = small_documents(workdir / "docs")
     params = json.loads(json.dumps(DEFAULT_PARAMS))
-    params["research"].update(corpus=str(corpus), **research)
+    params["research"].update(corpus=str(corpus), documents=str(documents), **research)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return workdir
 
@@ -98,10 +123,14 @@ def test_stage_builds_evaluates_and_reruns_only_what_changed(
     workdir = scratch(tmp_path, model_cache)
     first = ok(embed_stage(workdir))
     metrics = eval_stage(workdir)
-    assert metrics["queries"] == 12
-    for method in ("dense", "bm25", "hybrid", "tfidf"):
-        assert 0 <= metrics[method]["ndcg_at_10"] <= 1
-    assert metrics["dense"]["recall_at_10"] >= 0.8  # 12 questions among ~50 passages
+    assert metrics["corpus"]["queries"] == 12 and metrics["docs"]["queries"] == 3
+    for name in ("corpus", "docs"):
+        for method in ("dense", "bm25", "hybrid", "tfidf"):
+            assert 0 <= metrics[name][method]["ndcg_at_10"] <= 1
+    assert metrics["corpus"]["dense"]["recall_at_10"] >= 0.8  # 12 questions, ~50 passages
+    # The documents went through Docling and the chunker; judged by page and by section.
+    assert metrics["docs"]["files"] == 2 and metrics["docs"]["chunks"] >= 7
+    assert metrics["docs"]["hybrid"]["success_at_10"] == 1.0
     chunks = embedded_now(first)
     assert chunks > 0
     outputs = [
@@ -128,6 +157,35 @@ def test_stage_builds_evaluates_and_reruns_only_what_changed(
     assert "Quokkas" in found
     index = json.loads((workdir / "data/research/index.json").read_text())
     assert index["points"] == eval_stage(workdir)["chunks"]
+
+
+def test_a_real_manual_added_is_found_by_its_sections(tmp_path: Path, model_cache: Path) -> None:
+    """A PDF manual with an outline (R Data Import/Export, from Debian), added as a user adds a
+    file: the default search finds the right section and page, and cites both."""
+    workdir = scratch(tmp_path, model_cache)
+    manual = tmp_path / "R-data.pdf"
+    manual.write_bytes((REPO / "samples/research/rdocs/documents/R-data.pdf").read_bytes())
+    ok(semops(workdir, "research", "add", str(manual), "--no-build"))
+    ok(embed_stage(workdir))
+    asked = {
+        "How do I read an Excel spreadsheet into R?": "9 Reading Excel spreadsheets (p. 36)",
+        "How can I read a file where each column has a fixed width?": (
+            "2 Spreadsheet-like data > Fixed-width-format files (p. 15)"
+        ),
+        "Which packages use DBI to query a database?": (
+            "4 Relational databases > R interface packages > Packages using DBI (p. 24)"
+        ),
+        "How do I open dBase files?": "5 Binary files > dBase files (DBF) (p. 28)",
+    }
+    for question, section in asked.items():
+        found = ok(semops(workdir, "research", "search", question, "--top-k", "3"))
+        # Each hit is two lines: the citation, then the text's start.
+        cited = found.splitlines()[::2]
+        assert any(
+            line.endswith(f"R-data.pdf > R Data Import/Export > {section}") for line in cited
+        )
+    answer = ok(semops(workdir, "research", "ask", "How do I read an Excel spreadsheet into R?"))
+    assert "R Data Import/Export > 9 Reading Excel spreadsheets (p. 36)" in answer
 
 
 def test_added_sources_are_indexed_cited_and_removed(tmp_path: Path, model_cache: Path) -> None:
@@ -163,7 +221,7 @@ def test_a_second_process_gets_a_clear_message(tmp_path: Path, model_cache: Path
             "import sys, time; from semops.research.index.store.edge import EdgeStore; "
             "s = EdgeStore('data/research/index', 384, sys.argv[1]); print('open', flush=True); "
             "time.sleep(60)",
-            "{embedder}+{dense_vectors}".format_map(
+            "{embedder}+{layout}".format_map(
                 json.loads((workdir / "data/research/index.json").read_text())
             ),
         ],

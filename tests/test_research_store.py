@@ -466,17 +466,3 @@ def test_server_errors_name_the_url_and_never_the_key(monkeypatch: pytest.Monkey
     with pytest.raises(SemopsError, match=f"Qdrant server {url}: no usable answer") as refused:
         ServerStore(url, "research", DIM, EMBEDDER)  # nothing listens there any more
     assert secret not in str(refused.value)
-
-
-def test_a_point_without_a_dense_vector_is_found_by_bm25_only(tmp_path: Path) -> None:
-    points = corpus()
-    lexical_only = Point(
-        point_id(99), None, "Quokkas live on Rottnest Island.", {"text_sha256": "q"}
-    )
-    with EdgeStore(tmp_path / "index", DIM, EMBEDDER) as store:
-        store.upsert([*points, lexical_only])
-        store.flush()
-        assert store.count() == len(points) + 1
-        assert store.search_bm25("quokkas island", 1)[0].id == point_id(99)
-        dense_ids = {h.id for h in store.search_dense(dense(points[0]), len(points) + 1)}
-        assert point_id(99) not in dense_ids

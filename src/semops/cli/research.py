@@ -45,6 +45,7 @@ def _passages(cfg: ResearchConfig, query: str, limit: int) -> list[Any]:
             page=h.payload["page"],
             text=h.payload["text"],
             score=h.score,
+            opens_section=h.payload.get("opens_section", True),
         )
         for h in hits
     ]
@@ -60,11 +61,12 @@ def ask(args: argparse.Namespace) -> None:
 
 def search(args: argparse.Namespace) -> None:
     cfg = _config(args)
+    from semops.research.query.answer import citation_label
+
     for rank, p in enumerate(_passages(cfg, args.query, cfg.retrieval.top_k), 1):
-        where = " > ".join(p.title_path[1:]) or p.title_path[0] if p.title_path else ""
-        page = f" (p. {p.page})" if p.page else ""
+        where = citation_label(p.source, p.title_path, p.page, p.opens_section)
         snippet = " ".join(p.text.split())[:160]
-        print(f"{rank:>2}. {p.score:.4f}  {p.source}{page}\n    {where}\n    {snippet}")
+        print(f"{rank:>2}. {p.score:.4f}  {where}\n    {snippet}")
 
 
 def add(args: argparse.Namespace) -> None:
@@ -113,6 +115,7 @@ def list_sources(args: argparse.Namespace) -> None:
     entries = sources.read_manifest(paths.RESEARCH_SOURCES)
     cfg: ResearchConfig = load_section("research")
     print(f"corpus: {cfg.corpus}")
+    print(f"documents: {cfg.documents}")
     for entry in entries:
         print(f"{entry.kind:<6} {entry.origin}  ({paths.RESEARCH_SOURCES / entry.snapshot})")
 

@@ -72,11 +72,6 @@ class ChunkConfig:
     reads at most 256)."""
     min_tokens: StrictInt = 16
     """Sections shorter than this are merged with the next one under the same heading path."""
-    embed: Literal["leading", "all"] = "leading"
-    """Which chunks get a dense vector: "leading", the first chunk of each section (its opening,
-    where a section says what it is about); "all", every chunk. BM25 indexes every chunk either
-    way, so no text goes unsearched. "leading" embeds a third of the evaluation corpus's tokens
-    and ranks better there (later chunks of long sections crowd out short answers); see README."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_tokens < self.max_tokens:
@@ -103,14 +98,23 @@ class StoreConfig:
 @dataclass(frozen=True, config=STRICT)
 class RetrievalConfig:
     method: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    """hybrid: weighted reciprocal rank fusion of the dense and BM25 rankings."""
+    """hybrid: the dense and BM25 rankings fused (`fusion`)."""
     top_k: PositiveInt = 10
     candidates: PositiveInt = 100
     """Candidates each ranker contributes to the fusion."""
+    fusion: Literal["dbsf", "rrf"] = "dbsf"
+    """dbsf: distribution-based score fusion, each ranker's scores standardised over its
+    candidates (a hit far above the rest keeps its lead); rrf: weighted reciprocal rank fusion
+    (ranks only). Either way a ranker's first hit that stands out of its list (3 standard
+    deviations above its mean) and that the other ranker did not return is kept in the top_k."""
     rrf_k: PositiveInt = 10
-    """Small k: the top ranks of each list count most."""
+    """k of rrf: small, so that the top ranks of each list count most."""
     dense_weight: StrictFloat = 0.8
-    """Weight of the dense ranking in reciprocal rank fusion (the lexical one gets 1 - this)."""
+    """Weight of the dense ranking in the fusion (the lexical one gets 1 - this)."""
+    continuation_penalty: NonNegativeFloat = 0.1
+    """Subtracted from the dense score (cosine) of a chunk that continues a section rather than
+    opens it: every chunk has a vector and can be found, but a section's opening, where it says
+    what it is about, is preferred over a passing mention further on."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.dense_weight <= 1:
@@ -171,6 +175,10 @@ class ResearchConfig:
     """BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): the default corpus, and the
     retrieval evaluation set. Sources added with `semops research add` (data/raw/research/)
     are indexed beside it."""
+    documents: StrictStr = "samples/research/rdocs"
+    """A document set: its files under documents/ are ingested as `semops research add` ingests
+    files (Docling, the chunker, the embedder); with queries.jsonl and qrels/test.tsv it is a
+    second evaluation set, over real documents."""
     embedder: Literal["local", "ollama", "openai"] = "local"
     """API keys come only from the environment."""
     local: LocalEmbedderConfig = field(default_factory=LocalEmbedderConfig)

@@ -39,13 +39,15 @@ class Chunk:
     """A bounded piece of a section: the unit that is embedded, indexed and cited.
 
     `text_sha256` keys the embedding cache (the same text is embedded once, whatever its
-    source); `chunk_id` identifies the point in the index (source, place and text).
+    source); `chunk_id` identifies the point in the index (source, place and text);
+    `opens_section` is False for a chunk whose text starts inside its section.
     """
 
     chunk_id: str
     source: str
     title_path: tuple[str, ...]
     page: int | None
+    opens_section: bool
     text: str
     n_tokens: int
     text_sha256: str

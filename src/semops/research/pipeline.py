@@ -29,11 +29,14 @@ from semops.research.index.sync import (
     sync_index,
     write_index_manifest,
 )
-from semops.research.ingest.corpus import beir_documents, read_beir
+from semops.research.ingest import charset, files, pdf_structure, sections
+from semops.research.ingest.corpus import beir_documents, read_beir, read_document_set
 from semops.research.ingest.files import IngestFailure, convert_files
 from semops.research.ingest.sources import snapshot_files
 
 log = logging.getLogger(__name__)
+
+CONVERTER_MODULES = (files, sections, pdf_structure, charset)
 
 
 @dataclass
@@ -48,8 +51,10 @@ class BuiltIndex:
 
 
 def load_documents(cfg: ResearchConfig) -> tuple[list[Document], list[IngestFailure]]:
-    added, failures = convert_cached(snapshot_files(paths.RESEARCH_SOURCES), cfg)
-    return beir_documents(read_beir(Path(cfg.corpus))) + added, failures
+    """The BEIR corpus's passages, the document set's files and the added sources."""
+    items = read_document_set(Path(cfg.documents)).files + snapshot_files(paths.RESEARCH_SOURCES)
+    converted, failures = convert_cached(items, cfg)
+    return beir_documents(read_beir(Path(cfg.corpus))) + converted, failures
 
 
 def convert_cached(
@@ -57,7 +62,9 @@ def convert_cached(
 ) -> tuple[list[Document], list[IngestFailure]]:
     """Convert files through Docling, reusing earlier conversions of the same bytes (a machine-
     local cache: converting a PDF costs far more than reading its result back)."""
-    settings = hashlib.sha256(dump_json(cfg.pdf.__dict__).encode()).hexdigest()[:12]
+    # The converter's code is part of the key: a conversion made by older code is not reused.
+    code = "".join(sha256_file(module.__file__) for module in CONVERTER_MODULES)  # type: ignore[arg-type]
+    settings = hashlib.sha256((dump_json(cfg.pdf.__dict__) + code).encode()).hexdigest()[:12]
     cache_dir = paths.research_cache_dir() / "converted"
     documents: list[Document | None] = []
     todo: list[tuple[int, Path, str]] = []

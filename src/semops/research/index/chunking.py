@@ -145,6 +145,7 @@ def _identified(
     chunks: list[Chunk] = []
     # Keyed by heading path too: the same text in another section must not shift this one's id.
     occurrences: dict[tuple[int, tuple[str, ...], str], int] = {}
+    sections_seen: set[tuple[int, tuple[str, ...]]] = set()
     for part_index, text, n_tokens in chunked:
         part = parts[part_index]
         source = docs[part.doc_index].source
@@ -152,12 +153,15 @@ def _identified(
         key = (part.doc_index, part.title_path, text_sha256)
         occurrence = occurrences.get(key, 0)
         occurrences[key] = occurrence + 1
+        opens = (part.doc_index, part.title_path) not in sections_seen
+        sections_seen.add((part.doc_index, part.title_path))
         chunks.append(
             Chunk(
-                chunk_id=chunk_id(source, part.title_path, text_sha256, occurrence),
+                chunk_id=chunk_id(source, part.title_path, text_sha256, occurrence, opens),
                 source=source,
                 title_path=part.title_path,
                 page=part.page,
+                opens_section=opens,
                 text=text,
                 n_tokens=n_tokens,
                 text_sha256=text_sha256,
@@ -166,10 +170,13 @@ def _identified(
     return chunks
 
 
-def chunk_id(source: str, title_path: tuple[str, ...], text_sha256: str, occurrence: int) -> str:
+def chunk_id(
+    source: str, title_path: tuple[str, ...], text_sha256: str, occurrence: int, opens: bool
+) -> str:
     """32 hex digits naming a chunk by its source, place and text; `occurrence` tells apart the
-    same text repeated in one section."""
-    key = json.dumps([source, list(title_path), text_sha256, occurrence], ensure_ascii=False)
+    same text repeated in one section, `opens` whether it opens its section (so that a chunk
+    which comes to open or to continue its section is a new point, its payload never stale)."""
+    key = json.dumps([source, list(title_path), text_sha256, occurrence, opens], ensure_ascii=False)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
@@ -324,6 +331,7 @@ def write_chunks(path: str | Path, chunks: Sequence[Chunk]) -> None:
         "source": [c.source for c in chunks],
         "title_path": [list(c.title_path) for c in chunks],
         "page": [c.page for c in chunks],
+        "opens_section": [c.opens_section for c in chunks],
         "text": [c.text for c in chunks],
         "n_tokens": [c.n_tokens for c in chunks],
         "text_sha256": [c.text_sha256 for c in chunks],
@@ -340,6 +348,7 @@ def _chunk_schema() -> pa.Schema:
             ("source", pa.string()),
             ("title_path", pa.list_(pa.string())),
             ("page", pa.int32()),
+            ("opens_section", pa.bool_()),
             ("text", pa.string()),
             ("n_tokens", pa.int32()),
             ("text_sha256", pa.string()),
@@ -372,6 +381,7 @@ def read_chunks(path: str | Path) -> list[Chunk]:
             source=row["source"],
             title_path=tuple(row["title_path"]),
             page=row["page"],
+            opens_section=row["opens_section"],
             text=row["text"],
             n_tokens=row["n_tokens"],
             text_sha256=row["text_sha256"],

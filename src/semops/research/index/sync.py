@@ -46,8 +46,8 @@ def open_store(cfg: ResearchConfig, embedder: Embedder) -> Iterator[Store]:
 def _store(cfg: ResearchConfig, embedder: Embedder, recreate: bool) -> Store:
     """The configured store; one built for another embedder or dimension is recreated (the
     chunks and the embedding cache rebuild it)."""
-    # Which chunks carry vectors is part of what the index holds: another choice rebuilds it.
-    key = f"{embedder.key}+{cfg.chunk.embed}"
+    # What a point's payload holds is part of what the index holds: another layout rebuilds it.
+    key = f"{embedder.key}+{POINT_LAYOUT}"
     try:
         if cfg.store.kind == "server":
             assert cfg.store.url is not None  # checked by StoreConfig
@@ -62,44 +62,30 @@ def _store(cfg: ResearchConfig, embedder: Embedder, recreate: bool) -> Store:
         return _store(cfg, embedder, recreate=True)
 
 
+# The payload's fields (see _point); changing them rebuilds existing indexes.
+POINT_LAYOUT = "v2-opens-section"
+
+
 def point_id(chunk: Chunk) -> str:
     return str(uuid.UUID(hex=chunk.chunk_id))
 
 
-def leading_chunks(chunks: Sequence[Chunk]) -> list[bool]:
-    """Whether each chunk opens its section: the first of its document under its heading path."""
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    leading = []
-    for chunk in chunks:
-        key = (chunk.source, chunk.title_path)
-        leading.append(key not in seen)
-        seen.add(key)
-    return leading
-
-
 def embed_chunks(
     cfg: ResearchConfig, embedder: Embedder, chunks: Sequence[Chunk], compact: bool
-) -> tuple[list[np.ndarray | None], int]:
-    """Dense vectors of the chunks `research.chunk.embed` selects (None for the others), from the
-    embedding cache or, for those it lacks, the embedder; returns them and how many were
-    embedded now."""
-    chosen = [
-        i for i, lead in enumerate(leading_chunks(chunks)) if lead or cfg.chunk.embed == "all"
-    ]
+) -> tuple[list[np.ndarray], int]:
+    """Dense vectors of every chunk, from the embedding cache or, for those it lacks, the
+    embedder; returns them and how many were embedded now."""
     cache = EmbeddingCache(paths.research_embeddings_dir(), embedder.key, embedder.dim)
     vectors, embedded = embed_with_cache(
         embedder,
         cache,
-        [embedding_input(chunks[i].title_path, chunks[i].text) for i in chosen],
-        [chunks[i].text_sha256 for i in chosen],
+        [embedding_input(chunk.title_path, chunk.text) for chunk in chunks],
+        [chunk.text_sha256 for chunk in chunks],
         _batch_size(cfg),
     )
     if compact:
         cache.compact()
-    dense: list[np.ndarray | None] = [None] * len(chunks)
-    for row, i in enumerate(chosen):
-        dense[i] = vectors[row]
-    return dense, embedded
+    return list(vectors), embedded
 
 
 # Texts per embedding-cache file: what a killed run can lose at most. Each embedder batches its
@@ -117,7 +103,7 @@ def _batch_size(cfg: ResearchConfig) -> int:
 
 
 def sync_index(
-    store: Store, chunks: Sequence[Chunk], vectors: Sequence[np.ndarray | None]
+    store: Store, chunks: Sequence[Chunk], vectors: Sequence[np.ndarray]
 ) -> tuple[int, int]:
     """Make the index hold exactly these chunks: returns (points upserted, points deleted)."""
     present = store.ids()
@@ -131,7 +117,7 @@ def sync_index(
     return len(missing), len(stale)
 
 
-def _point(chunk: Chunk, vector: np.ndarray | None) -> Point:
+def _point(chunk: Chunk, vector: np.ndarray) -> Point:
     return Point(
         id=point_id(chunk),
         vector=vector,
@@ -141,6 +127,7 @@ def _point(chunk: Chunk, vector: np.ndarray | None) -> Point:
             "source": chunk.source,
             "title_path": list(chunk.title_path),
             "page": chunk.page,
+            "opens_section": chunk.opens_section,
             "text": chunk.text,
             "text_sha256": chunk.text_sha256,
             "n_tokens": chunk.n_tokens,
@@ -156,7 +143,7 @@ def write_index_manifest(cfg: ResearchConfig, embedder: Embedder, chunks: list[C
             "store": cfg.store.kind,
             "collection": cfg.store.collection,
             "embedder": embedder.key,
-            "dense_vectors": cfg.chunk.embed,
+            "layout": POINT_LAYOUT,
             "dim": embedder.dim,
             "points": len(chunks),
             "content_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),

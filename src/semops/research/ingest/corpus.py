@@ -1,5 +1,7 @@
-"""A BEIR-layout corpus (corpus.jsonl, queries.jsonl, qrels/test.tsv): the default research
-corpus, whose passages become documents, and the retrieval evaluation set."""
+"""The bundled research collections, each indexed and, where it has queries and qrels, an
+evaluation set: a BEIR-layout corpus (corpus.jsonl, queries.jsonl, qrels/test.tsv), whose
+passages become documents, and a document set (files under documents/, read by the same ingest
+as `semops research add`, beside the same queries.jsonl and qrels/test.tsv)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from typing import Any
 
 from semops.errors import SemopsError
 from semops.research.documents import Document, Section, sha256_text
+from semops.research.ingest.files import discover
+
+DOCUMENTS_FOLDER = "documents"
 
 
 class CorpusError(SemopsError):
@@ -114,3 +119,48 @@ def beir_documents(beir: BeirSet) -> list[Document]:
         )
         for p in beir.passages
     ]
+
+
+@dataclass(frozen=True)
+class DocumentSet:
+    """Files to ingest, as (path, the source they are cited by), and the set's queries.
+
+    Relevance is judged per unit: "<file>#page=<n>" for a page of a paged document, else
+    "<file>#<heading>", the section's own heading; <file> is relative to documents/. `kinds`
+    tells queries apart by how they were written (e.g. "heading", "user") where the set says so.
+    """
+
+    name: str
+    files: list[tuple[Path, str]]
+    queries: dict[str, str]
+    kinds: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+    def unit(self, source: str, title_path: tuple[str, ...], page: int | None) -> str | None:
+        """The unit a chunk of `source` is judged by, None for a source outside this set."""
+        prefix = f"{self.name}:"
+        if not source.startswith(prefix):
+            return None
+        name = source[len(prefix) :]
+        return f"{name}#page={page}" if page is not None else f"{name}#{title_path[-1]}"
+
+
+def read_document_set(folder: Path) -> DocumentSet:
+    """A document set: documents/ is required; queries.jsonl and qrels/test.tsv make it an
+    evaluation set, both or neither."""
+    documents = folder / DOCUMENTS_FOLDER
+    if not documents.is_dir():
+        raise CorpusError(f"{documents}: not a folder (a document set keeps its files there)")
+    name = folder.name
+    files = [(p, f"{name}:{p.relative_to(documents).as_posix()}") for p in discover(documents)]
+    queries_path, qrels_path = folder / "queries.jsonl", folder / "qrels" / "test.tsv"
+    if not queries_path.exists() and not qrels_path.exists():
+        return DocumentSet(name, files, {}, {}, {})
+    rows = _json_lines(queries_path)
+    kinds = {
+        row["_id"]: str(kind)
+        for row in rows
+        if (kind := (row.get("metadata") or {}).get("kind")) is not None
+    }
+    queries = {row["_id"]: str(row.get("text", "")) for row in rows}
+    return DocumentSet(name, files, queries, kinds, read_qrels(qrels_path))

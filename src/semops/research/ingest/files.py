@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from semops.config.research import PdfConfig
 from semops.errors import ConfigError, SemopsError
 from semops.research.documents import Document, Section
+from semops.research.ingest import pdf_structure
 from semops.research.ingest.charset import CharsetError, bom_decoded, decode_html, refuse_binary
+from semops.research.ingest.pdf_structure import pdf_title
 from semops.research.ingest.sections import Block, Box, assemble_sections, text_sections
 
 if TYPE_CHECKING:
@@ -138,10 +140,12 @@ def _convert_bytes(
         data = codecs.BOM_UTF8 + decode_html(data, strict=True).encode("utf-8")
     document = _docling_convert(data, name, kind, pdf)
     title = document_title(document)
+    blocks: Iterable[Block] = docling_blocks(document)
     native_lines = kind == "pdf" and pdf.pipeline == "native"
-    return title, assemble_sections(
-        title or Path(name).stem, docling_blocks(document), native_lines=native_lines
-    )
+    if kind == "pdf":
+        title = pdf_title(data) or title
+        blocks = pdf_structure.structured_blocks(data, list(blocks), native_lines)
+    return title, assemble_sections(title or Path(name).stem, blocks, native_lines=native_lines)
 
 
 def decode_text(data: bytes) -> str:

@@ -86,6 +86,7 @@ def assemble_sections(
         if (
             native_lines
             and paragraphs
+            and not (len(paragraphs) == 1 and _is_own_heading(paragraphs[0], path))
             and previous_box is not None
             and block.box is not None
             and continues_paragraph(previous_box, block.box)
@@ -96,6 +97,12 @@ def assemble_sections(
         previous_box = block.box
     flush()
     return sections
+
+
+def _is_own_heading(line: str, path: tuple[str, ...]) -> bool:
+    """Whether a section's first line is its heading ("1.2 Legalese" under "Legalese"): the
+    heading stands as a paragraph of its own."""
+    return len(path) > 1 and line.casefold().endswith(" ".join(path[-1].split()).casefold())
 
 
 def continues_paragraph(previous: Box, line: Box) -> bool:

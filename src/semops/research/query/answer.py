@@ -43,13 +43,15 @@ _CITATION = re.compile(r"(?<!\w)\[(\d+(?:\s*,\s*\d+)*)\]")
 
 @dataclass(frozen=True)
 class Passage:
-    """A retrieved chunk, as the answer cites it. `page` is 1-based where the source has pages."""
+    """A retrieved chunk, as the answer cites it. `page` is 1-based where the source has pages;
+    `opens_section` is False for a chunk that continues its section (its text starts inside)."""
 
     source: str
     title_path: tuple[str, ...]
     page: int | None
     text: str
     score: float
+    opens_section: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Citation:
     source: str
     title_path: tuple[str, ...]
     page: int | None
+    opens_section: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,15 @@ class Context:
     note: str | None
 
 
-def citation_label(source: str, title_path: Sequence[str], page: int | None) -> str:
-    """`source > heading > subheading (p. N)`: how a passage is named in prompts and answers."""
+def citation_label(
+    source: str, title_path: Sequence[str], page: int | None, opens_section: bool = True
+) -> str:
+    """`source > heading > subheading (p. N)`: how a passage is named in prompts and answers;
+    `(continued, p. N)` for a passage that starts inside its section."""
     label = " > ".join([source, *title_path])
-    return label if page is None else f"{label} (p. {page})"
+    where = [] if opens_section else ["continued"]
+    where += [] if page is None else [f"p. {page}"]
+    return f"{label} ({', '.join(where)})" if where else label
 
 
 def cut_at_word(text: str, limit: int) -> str | None:
@@ -137,7 +145,7 @@ def build_user_message(question: str, passages: Sequence[Passage]) -> str:
     """The passages numbered [1]..[n], each under a header naming where it comes from, then the
     question."""
     blocks = [
-        f"[{number}] {citation_label(p.source, p.title_path, p.page)}\n{p.text}"
+        f"[{number}] {citation_label(p.source, p.title_path, p.page, p.opens_section)}\n{p.text}"
         for number, p in enumerate(passages, start=1)
     ]
     return "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question.strip()}"
@@ -210,7 +218,8 @@ def format_answer(ans: Answer) -> str:
     parts = [ans.text.rstrip()]
     if ans.citations:
         lines = [
-            f"[{c.number}] {citation_label(c.source, c.title_path, c.page)}" for c in ans.citations
+            f"[{c.number}] {citation_label(c.source, c.title_path, c.page, c.opens_section)}"
+            for c in ans.citations
         ]
         parts.append("Sources:\n" + "\n".join(lines))
     if ans.note:
@@ -219,7 +228,7 @@ def format_answer(ans: Answer) -> str:
 
 
 def _citation(number: int, passage: Passage) -> Citation:
-    return Citation(number, passage.source, passage.title_path, passage.page)
+    return Citation(number, passage.source, passage.title_path, passage.page, passage.opens_section)
 
 
 def _join_notes(*notes: str | None) -> str | None:

@@ -60,11 +60,11 @@ class IndexMismatchError(SemopsError):
 @dataclass(frozen=True)
 class Point:
     """What the index holds for a chunk: `id` is a UUID string (from the chunk id), `vector` its
-    embedding (None: the chunk is found by BM25 only), `text` what BM25 indexes, `payload` what a
-    hit returns (source, title_path, page, text, text_sha256, n_tokens, chunk_id)."""
+    embedding, `text` what BM25 indexes, `payload` what a hit returns (source, title_path, page,
+    opens_section, text, text_sha256, n_tokens, chunk_id)."""
 
     id: str
-    vector: np.ndarray | None
+    vector: np.ndarray
     text: str
     payload: dict[str, Any]
 
@@ -124,27 +124,24 @@ def unit_vectors(vectors: Sequence[np.ndarray], dim: int, names: Sequence[str]) 
 
 
 def named_vectors(
-    dense: list[float] | None, sparse: qdrant_edge.SparseVector | qmodels.SparseVector
+    dense: list[float], sparse: qdrant_edge.SparseVector | qmodels.SparseVector
 ) -> dict[str, Any]:
     """A point's vectors by name. A text without a term (only stopwords, say) gets no BM25
     vector at all: stored empty, it would count in the engines' IDF statistics differently."""
-    named: dict[str, Any] = {} if dense is None else {DENSE: dense}
+    named: dict[str, Any] = {DENSE: dense}
     if sparse.indices:
         named[BM25] = sparse
     return named
 
 
-def dense_rows(points: Sequence[Point], dim: int) -> list[list[float] | None]:
-    """Each point's unit vector as a list (None where it has none), checked before any write."""
-    given = [(p.id, p.vector) for p in points if p.vector is not None]
-    matrix = unit_vectors([v for _, v in given], dim, [name for name, _ in given])
-    rows = iter(matrix.tolist())
-    return [None if p.vector is None else next(rows) for p in points]
+def dense_rows(points: Sequence[Point], dim: int) -> list[list[float]]:
+    """Each point's unit vector as a list, checked before any write."""
+    return unit_vectors([p.vector for p in points], dim, [p.id for p in points]).tolist()
 
 
 def point_batches(
     points: Sequence[Point], dim: int
-) -> Iterator[list[tuple[Point, list[float] | None, qdrant_edge.SparseVector]]]:
+) -> Iterator[list[tuple[Point, list[float], qdrant_edge.SparseVector]]]:
     """The points in batches of BATCH, each with its unit vector and its BM25 terms; every
     vector is checked before the first batch is handed out, so a bad one writes nothing."""
     vectors = dense_rows(points, dim)
