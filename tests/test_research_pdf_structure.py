@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pypdfium2
 import pytest
+from test_research_ingest import _pdf_file
 
 from semops.config.research import PdfConfig
 from semops.research.documents import Document
@@ -80,6 +81,49 @@ def test_real_outlines_have_their_entries_and_page_destinations() -> None:
     assert (what_is_r.level, what_is_r.page) == (1, 7)
     assert what_is_r.top == pytest.approx(658.449, abs=0.01)
     assert {entry.level for entry in outline} == {0, 1, 2}
+
+
+def outlined_pdf(destinations: list[tuple[str, str]], title: str | None = None) -> bytes:
+    """A one-page PDF (612 x 792 pt) whose outline has one entry per (title, view) pair, each
+    pointing at page 1 with that view, e.g. "/XYZ null null null" or "/FitH 500"; `title` goes
+    into its document information."""
+    first_item = 5
+    items = []
+    for n, (entry, view) in enumerate(destinations):
+        links = f" /Prev {first_item + n - 1} 0 R" if n else ""
+        links += f" /Next {first_item + n + 1} 0 R" if n + 1 < len(destinations) else ""
+        items.append(f"<< /Title ({entry}) /Parent 4 0 R /Dest [3 0 R {view}]{links} >>".encode())
+    last = first_item + len(destinations) - 1
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R /Outlines 4 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+        f"<< /Type /Outlines /First {first_item} 0 R /Last {last} 0 R "
+        f"/Count {len(destinations)} >>".encode(),
+        *items,
+    ]
+    if title is None:
+        return _pdf_file(objects, b"")
+    objects.append(f"<< /Title ({title}) >>".encode())
+    return _pdf_file(objects, b" /Info %d 0 R" % len(objects))
+
+
+def test_each_kind_of_destination_gives_its_top_or_the_page_top() -> None:
+    data = outlined_pdf(
+        [
+            ("xyz", "/XYZ 72 500 0"),
+            ("xyz unset", "/XYZ null null null"),
+            ("fith", "/FitH 400"),
+            ("fitr", "/FitR 72 100 300 300"),
+            ("fit", "/Fit"),
+        ]
+    )
+    pdf = pypdfium2.PdfDocument(data)
+    try:
+        tops = {entry.title: entry.top for entry in read_outline(pdf)}
+    finally:
+        pdf.close()
+    assert tops == {"xyz": 500.0, "xyz unset": None, "fith": 400.0, "fitr": 300.0, "fit": None}
 
 
 # ----------------------------------------------------------------------------- navigation
@@ -219,6 +263,11 @@ def test_a_real_html_manual_keeps_its_headings() -> None:
         "4.3.3 Argument evaluation",
     ) in paths
     assert all(s.page is None for s in document.sections)
+
+
+def test_a_metadata_title_that_names_a_file_is_not_taken() -> None:
+    assert pdf_title(outlined_pdf([("x", "/Fit")], title="Field notes")) == "Field notes"
+    assert pdf_title(outlined_pdf([("x", "/Fit")], title="Microsoft Word - notes.docx")) is None
 
 
 def test_the_title_comes_from_the_metadata_or_the_title_page() -> None:

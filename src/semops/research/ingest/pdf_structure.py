@@ -24,14 +24,21 @@ if TYPE_CHECKING:
 _DESTINATION_SLACK = 4.0
 # "2.3 Title . . . . . 17": a table-of-contents or index line ends in dot leaders and a page.
 _CONTENTS_LINE = re.compile(r"(?:\.\s?){4,}\s*[0-9ivxlc]+\s*$", re.IGNORECASE)
-# "2", "2.3", "2.3.1." followed by a capitalised word.
+# A page number standing alone, arabic or roman.
 _PAGE_NUMBER = re.compile(r"[0-9]+|[ivxlc]+", re.IGNORECASE)
+# Running heads and feet: a page's first or last line at a height shared by at least this many
+# pages and this share of them.
 _RECURRING_PAGES = 3
 _RUNNING_SHARE = 0.3
+# "2", "2.3", "2.3.1." and then the heading's text.
 _NUMBERED_HEADING = re.compile(r"^((?:\d+\.)*\d+)\.?\s+\S")
 # A heading's font is at least this much larger than the body's (points).
 _LARGER_FONT = 1.0
 _MAX_HEADING_WORDS = 16
+# A document-information title that only names the file it was made from.
+_FILE_NAME_TITLE = re.compile(
+    r"^Microsoft Word - |\.(?:docx?|odt|rtf|tex|dvi|pdf|pptx?|indd)$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,33 @@ def read_outline(pdf: pypdfium2.PdfDocument) -> list[OutlineEntry]:
         index = destination.get_index()
         if index is None or not 0 <= index < len(pdf):
             continue
-        _, view = destination.get_view()
-        # XYZ and FitH views name the top; Fit and the rest mean the page's top.
-        top = float(view[1]) if len(view) >= 2 and view[1] else None
-        entries.append(OutlineEntry(bookmark.level, title, index + 1, top))
+        entries.append(OutlineEntry(bookmark.level, title, index + 1, _view_top(destination)))
     return entries
+
+
+def _view_top(destination: pypdfium2.PdfDest) -> float | None:
+    """The top a destination scrolls to (PDF 32000-1, 12.3.2.2), None for the page's top: XYZ
+    may leave it unset (null), FitH and FitBH name it first, FitR last; the other views show the
+    whole page."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    mode, params = destination.get_view()
+    if mode == pdfium_c.PDFDEST_VIEW_XYZ:
+        has = [ctypes.c_int() for _ in range(3)]
+        where = [ctypes.c_float() for _ in range(3)]
+        found = pdfium_c.FPDFDest_GetLocationInPage(
+            destination.raw, *map(ctypes.byref, has), *map(ctypes.byref, where)
+        )
+        return float(where[1].value) if found and has[1].value else None
+    fitted = {
+        pdfium_c.PDFDEST_VIEW_FITH: 0,
+        pdfium_c.PDFDEST_VIEW_FITBH: 0,
+        pdfium_c.PDFDEST_VIEW_FITR: 3,
+    }
+    position = fitted.get(mode)
+    return None if position is None or position >= len(params) else float(params[position])
 
 
 def headings_from_outline(blocks: Sequence[Block], outline: Sequence[OutlineEntry]) -> list[Block]:
@@ -257,14 +286,17 @@ def structured_blocks(data: bytes, blocks: Sequence[Block], native_lines: bool) 
 
 
 def pdf_title(data: bytes) -> str | None:
-    """The title in the PDF's document information, else the line set in the largest font on
-    its first page where that font is larger than the page's body text, else None."""
+    """The title in the PDF's document information unless it is a file's name (as some word
+    processors write it), else the line set in the largest font on its first page where that
+    font is larger than the page's body text, else None."""
     import pypdfium2
 
     pdf = pypdfium2.PdfDocument(data)
     try:
         title = " ".join(pdf.get_metadata_dict().get("Title", "").split())
-        return title or (_largest_text(pdf[0]) if len(pdf) else None)
+        if title and not _FILE_NAME_TITLE.search(title):
+            return title
+        return _largest_text(pdf[0]) if len(pdf) else None
     finally:
         pdf.close()
 
