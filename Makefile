@@ -24,10 +24,10 @@ export
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup browser params run repro exp show ui mirror ask test lint bench clean
+.PHONY: help setup browser params run repro exp show ui mirror ask test reliability lint bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,7 @@ setup: $(STAMP) ## Create .venv and install the project (CPU torch where there i
 
 browser: ## Install Debian's Chromium (web ingest renders pages in it; its tests need it)
 	@command -v $(CHROMIUM) >/dev/null 2>&1 && echo "browser: $$($(CHROMIUM) --version)" || { \
+		echo "browser: installing Debian's chromium with apt-get (the web tests render pages in it)"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 
@@ -80,8 +81,11 @@ ask: $(STAMP) ## Ask the research index with citations: make ask Q="How do I cop
 	@test -n "$(Q)" || { echo 'usage: make ask Q="your question"' >&2; exit 2; }
 	@$(BIN)/semops research ask "$(Q)"
 
-test: $(STAMP) ## Run the test suite (fails if no test ran)
+test: $(STAMP) browser ## Run the test suite, reliability suite included (installs Chromium first; fails if no test ran)
 	@$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
+
+reliability: $(STAMP) browser ## Run the reliability suite alone (tests/reliability: hostile input, concurrency)
+	@$(BIN)/pytest tests/reliability; rc=$$?; if [ $$rc -eq 5 ]; then echo "make reliability: no tests ran" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

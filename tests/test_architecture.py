@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
         "semops.log",
         "semops.redaction",
         "semops.environment",
+        "semops.netread",
     ),
     ("semops.config",),
     ("semops.tabular", "semops.research.documents"),

@@ -220,3 +220,47 @@ def test_atomic_dir_recovers_the_previous_folder_after_a_kill_between_renames(
     with pytest.raises(RuntimeError), atomic_dir(target):
         raise RuntimeError("this write fails too")
     assert (target / "weights").read_text() == "old"
+
+
+# ------------------------------------------------------------------- locks
+
+
+def test_locked_without_waiting_names_the_holder(tmp_path: Path) -> None:
+    import os
+
+    from semops.io import FileLockedError, locked
+
+    lock = tmp_path / "sub" / "store.lock"
+    with locked(lock, timeout=0):
+        # flock conflicts between two opens of the file, in one process too
+        with pytest.raises(FileLockedError) as caught, locked(lock, timeout=0):
+            pass
+        assert caught.value.holder == str(os.getpid())
+        assert str(caught.value) == f"{lock} is locked by process {os.getpid()}"
+    with locked(lock, timeout=0):  # released at the end of the block
+        pass
+
+
+def test_locked_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    import time
+
+    from semops.io import FileLockedError, locked
+
+    lock = tmp_path / "store.lock"
+    with locked(lock):
+        started = time.monotonic()
+        with (
+            pytest.raises(FileLockedError, match=r"still, after waiting 0\.2 s"),
+            locked(lock, timeout=0.2),
+        ):
+            pass
+        assert 0.2 <= time.monotonic() - started < 2
+
+
+def test_wait_until_returns_whether_the_predicate_came_true() -> None:
+    from semops.io import wait_until
+
+    calls = iter([False, False, True])
+    assert wait_until(lambda: next(calls), timeout=5, interval=0.01)
+    assert not wait_until(lambda: False, timeout=0.05, interval=0.01)
+    assert wait_until(lambda: True, timeout=0, interval=1)

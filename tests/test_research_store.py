@@ -298,9 +298,13 @@ def test_another_embedder_or_dimension_is_a_mismatch_until_recreated(
     with pytest.raises(IndexMismatchError) as caught:
         EdgeStore(index_path, 16, EMBEDDER)
     message = str(caught.value)
-    assert f"research index {index_path} was built for embedder {EMBEDDER!r} with 8-d" in message
-    assert f"not {EMBEDDER!r} with 16-d: rebuild it" in message
-    with pytest.raises(IndexMismatchError, match="not 'openai:text-embedding-3-small' with 8-d"):
+    assert message.startswith(
+        f"research index {index_path} was built with other settings (the index's vs this "
+        "project's): vector size 8 vs 16: rebuild it"
+    )
+    with pytest.raises(
+        IndexMismatchError, match=f"embedder {EMBEDDER!r} vs 'openai:text-embedding-3-small'"
+    ):
         EdgeStore(index_path, DIM, "openai:text-embedding-3-small")
     # A failed open leaves the index unlocked and as it was.
     with EdgeStore(index_path, DIM, EMBEDDER) as store:
@@ -407,11 +411,12 @@ def test_server_store_creates_checks_and_recreates_the_collection(
     assert again.search_bm25("deepcopy", 1)[0].id == point_id(1)
     with pytest.raises(
         IndexMismatchError,
-        match=f"Qdrant collection 'research' at local was built for embedder {EMBEDDER!r} with "
-        "8-d vectors, not 'x' with 4-d",
+        match=f"Qdrant collection 'research' at local \\(5 points\\) was built with other "
+        rf"settings \(the collection's vs this project's\): embedder {EMBEDDER!r} vs 'x'; "
+        "vector size 8 vs 4; semops leaves it as it is",
     ):
         ServerStore.with_client(local_client, "research", 4, "x", where="local")
-    fresh = ServerStore.with_client(local_client, "research", 4, "x", recreate=True)
+    fresh = ServerStore.with_client(local_client, "research", 4, "x", mode="rebuild")
     assert fresh.count() == 0
 
 
@@ -421,8 +426,22 @@ def test_server_store_refuses_a_collection_it_did_not_make(local_client: QdrantC
     local_client.create_collection(
         "foreign", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT)
     )
-    with pytest.raises(IndexMismatchError, match="records no embedder"):
+    with pytest.raises(IndexMismatchError, match="was not created by semops"):
         ServerStore.with_client(local_client, "foreign", DIM, EMBEDDER)
+
+
+def test_server_store_for_queries_never_creates_nor_writes(local_client: QdrantClient) -> None:
+    with pytest.raises(SemopsError, match=r"does not exist \(a query never creates one\)"):
+        ServerStore.with_client(local_client, "research", DIM, EMBEDDER, mode="query")
+    assert not local_client.collection_exists("research")
+    ServerStore.with_client(local_client, "research", DIM, EMBEDDER).upsert(corpus())
+    reader = ServerStore.with_client(local_client, "research", DIM, EMBEDDER, mode="query")
+    assert reader.search_bm25("deepcopy", 1)[0].id == point_id(1)
+    with pytest.raises(SemopsError, match="is open for queries, which never write"):
+        reader.delete([point_id(1)])
+    with pytest.raises(SemopsError, match="is open for queries, which never write"):
+        reader.upsert(corpus())
+    assert reader.count() == len(TEXTS)
 
 
 class FailingQdrant(BaseHTTPRequestHandler):

@@ -352,7 +352,9 @@ def test_chromium_keeps_to_the_limits(chromium_crawl: Crawled, site: Site) -> No
     assert requested.count("/robots.txt") == 1
     assert "/deep.html" not in requested  # two hops from the start, max_depth 1
     assert "/picture.png" not in requested
-    # Another host (same_site): only the redirect from /away went there.
+    # Another host (same_site), not allowed: its page is never visited. The browser's requests
+    # are held to addresses (loopback is allowed here), not hosts: the redirect from /away went
+    # there, and the page failed for the crawl's scope.
     assert "/a.html" in chromium_crawl.paths(f"localhost:{site.port}")
     assert "/offsite.html" not in chromium_crawl.paths(f"localhost:{site.port}")
 
@@ -366,6 +368,14 @@ def test_chromium_is_stopped_after_the_crawl(chromium_crawl: Crawled) -> None:
     assert _live_processes(mentioning="semops-chromium-") == []
     status = Path(f"/proc/{pid}/status")
     assert not status.exists() or "State:\tZ" in status.read_text()
+
+
+def test_chromium_reports_a_page_it_cannot_connect_to(site: Site, tmp_path: Path) -> None:
+    # Through the crawl's proxy as directly: the reason is the connection's.
+    url = f"http://127.0.0.1:{_free_port()}/"
+    crawled = _crawl(site, [url], _config(respect_robots=False), tmp_path)
+    assert crawled.report.fetched_with == "chromium", crawled.stdout
+    assert _failures(crawled) == {url: "connection refused"}
 
 
 CRAWL_UNTIL_INTERRUPTED = """
@@ -471,7 +481,7 @@ def test_fallback_reports_each_failure_and_goes_on(http_crawl: Crawled, site: Si
         f"{base}/private/secret.html": f"disallowed by {base}/robots.txt",
         f"{base}/missing.html": "HTTP 404",
         f"{base}/gone.html": "HTTP 410",
-        f"{base}/hang.html": "timed out after 3 s",
+        f"{base}/hang.html": "timed out after 3 s (research.web.timeout)",
         f"{base}/data": "not an HTML page (content type application/json)",
         f"{base}/away": (
             f"redirected to http://localhost:{site.port}/a.html: host localhost is not allowed: "
@@ -569,7 +579,10 @@ def test_private_addresses_are_refused_unless_allowed(
     [failure] = crawled.report.failures
     assert failure.url == url
     assert failure.reason.startswith(reason)
-    assert failure.reason.endswith(": set research.web.allow_private to true to crawl it")
+    assert failure.reason.endswith(
+        ": set research.web.allow_private to true"
+        " (or list its network in research.web.allow_networks) to crawl it"
+    )
     assert f"web: failed {url}: {failure.reason}" in crawled.stdout
     assert crawled.requests == []  # not even robots.txt was asked for
     assert crawled.report.fetched_with is None  # nor a browser started

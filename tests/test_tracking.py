@@ -113,6 +113,27 @@ def test_keys_and_secrets() -> None:
     assert redact(text) == "API request to http://***@host:5000/api failed; retry https://***@x.org"
 
 
+def test_a_sqlite_store_kept_locked_counts_as_out_of_reach(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process logging past the timeout: a wait that says so, then the result spooled."""
+    import logging
+
+    from semops.io import FileLockedError
+    from semops.tracking.mirror import store_lock
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with (
+        caplog.at_level(logging.INFO, logger="semops.io"),
+        store_lock(uri),
+        pytest.raises(FileLockedError) as caught,
+        store_lock(uri, timeout=0.2),
+    ):
+        pass
+    assert "track: waiting for process" in caplog.text and "mlflow.db" in caplog.text
+    assert is_unreachable(caught.value)
+
+
 @pytest.mark.parametrize(
     ("status", "unreachable"), [(None, True), (503, True), (500, False), (403, False)]
 )

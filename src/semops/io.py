@@ -4,19 +4,69 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semops.errors import SemopsError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import pandas as pd
+
+
+# Temporary names carry their writer: `.<name>.<host>-<pid>-<random><kind>`. Another writer of
+# the same target removes a temporary only when its writer is gone (same host, process ended),
+# never a live writer's.
+# The host is a short hash of its name (any name, no two alike after encoding). Assumed: one
+# host name means one pid space (containers sharing a volume need distinct host names).
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+_WRITER = re.compile(r"(?P<host>[0-9a-f]+)-(?P<pid>[0-9]+)-[^.]*")
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{_HOST}-{os.getpid()}-"
+
+
+def _writer_gone(temp: Path, target: Path, kind: str) -> bool:
+    """True when the writer of `temp` (a temporary of `target` ending in `kind`) has ended."""
+    middle = temp.name[len(target.name) + 2 : len(temp.name) - len(kind)]
+    match = _WRITER.fullmatch(middle)
+    if match is None:  # no writer in its name: older code's, or another target's (`a.b` of `a`)
+        return "." not in middle
+    if match["host"] != _HOST:
+        return False  # another machine's (a shared folder): it cannot be checked from here
+    return not process_alive(int(match["pid"]))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (one of another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(target: Path, kind: str) -> list[Path]:
+    """Temporaries of `target` ending in `kind` whose writers are gone."""
+    found = target.parent.glob(f".{glob.escape(target.name)}.*{kind}")
+    return [p for p in found if _writer_gone(p, target, kind)]
 
 
 @contextlib.contextmanager
@@ -24,14 +74,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
     A reader never sees a half-written file, and a process killed mid-write leaves the
-    previous version (or nothing) in place.
+    previous version (or nothing) in place. Writers may run at once: the last rename wins, and
+    each removes only the temporaries of writers that have ended.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmp{target.suffix}"):
+    for stale in _stale(target, f".tmp{target.suffix}"):
         stale.unlink(missing_ok=True)  # left by a process killed mid-write
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        prefix=_temp_prefix(target), suffix=f".tmp{target.suffix}", dir=target.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -46,34 +97,56 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; swap it in for `path` only if the block succeeds,
-    so the folder's files are replaced together or not at all."""
+    so the folder's files are replaced together or not at all. Writers may run at once: the
+    last swap wins; each cleans up only after writers that have ended."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmpdir"):
+    for stale in _stale(target, ".tmpdir"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a process killed mid-write
-    for previous in target.parent.glob(f".{target.name}.*.previous"):
+    for previous in _stale(target, ".previous"):
         if not target.exists() and (previous / target.name).exists():
-            os.replace(previous / target.name, target)  # killed between the two renames below
+            with contextlib.suppress(OSError):  # killed between the two renames of _swap_in
+                os.replace(previous / target.name, target)
         shutil.rmtree(previous, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmpdir", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmpdir", dir=target.parent))
     try:
         yield tmp
         tmp.chmod(0o755)
-        if not target.exists():
-            os.replace(tmp, target)
-            return
-        previous = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".previous", dir=target.parent)
-        )
-        os.replace(target, previous / target.name)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            os.replace(previous / target.name, target)
-            raise
-        shutil.rmtree(previous)
+        _swap_in(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, target: Path, attempts: int = 20) -> None:
+    """Rename the folder `tmp` to `target`, moving the folder there aside first (into a
+    `.previous` folder of this writer, removed at the end); another writer's swap in between
+    makes it try again."""
+    previous = Path(
+        tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".previous", dir=target.parent)
+    )
+    try:
+        aside = previous / target.name  # where atomic_dir looks after a kill
+        for attempt in range(attempts):
+            try:
+                os.rename(tmp, target)
+                return
+            except OSError:  # target exists (ENOTEMPTY / EEXIST): move it aside
+                if attempt == attempts - 1:
+                    raise
+            shutil.rmtree(aside, ignore_errors=True)  # superseded by another writer's swap
+            try:
+                os.rename(target, aside)
+            except FileNotFoundError:
+                continue  # another writer moved it aside first
+            try:
+                os.rename(tmp, target)
+                return
+            except OSError:
+                if not target.exists():
+                    os.rename(aside, target)  # put the previous folder back
+                    raise
+    finally:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -163,30 +236,82 @@ def write_arrow(path: str | Path, table: Any) -> None:
 class FileLockedError(SemopsError):
     """Someone holds the lock file already: `holder` is the process id written in it."""
 
-    def __init__(self, path: Path, holder: str) -> None:
-        super().__init__(f"{path} is locked by process {holder}")
+    def __init__(self, path: Path, holder: str, waited: float | None = None) -> None:
+        still = f" still, after waiting {waited:g} s" if waited is not None else ""
+        super().__init__(f"{path} is locked by process {holder}{still}")
         self.holder = holder
 
 
-def hold_lock(path: str | Path) -> int:
-    """An exclusive lock on the file `path` (created, with its folder, if missing), held until
-    release_lock or the end of the process, with this process's id written in it for the message
-    the next one to try gets. FileLockedError when another holds it, OSError when the file
-    cannot be created."""
+@contextlib.contextmanager
+def locked(
+    path: str | Path, *, wait_message: str | None = None, timeout: float | None = None
+) -> Iterator[None]:
+    """An exclusive lock on the file `path` (created, with its folder, if missing) for the block,
+    with this process's id written in it; the system releases it if the holder dies.
+
+    While another process holds it: wait for it (forever with `timeout` None, else up to
+    `timeout` seconds; 0 does not wait), then FileLockedError naming the holder. `wait_message`
+    is logged once when a wait starts: `{holder}` in it becomes the holder's process id. OSError
+    when the file cannot be created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise FileLockedError(path, holder) from None
+        _acquire(fd, path, wait_message, timeout)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases its lock
+
+
+def _acquire(fd: int, path: Path, wait_message: str | None, timeout: float | None) -> None:
+    if not _try_lock(fd):
+        if timeout == 0:
+            raise FileLockedError(path, _holder(fd))
+        if wait_message:
+            log.info(wait_message.format(holder=_holder(fd)))
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        elif not wait_until(lambda: _try_lock(fd), timeout, interval=0.05):
+            raise FileLockedError(path, _holder(fd), waited=timeout)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
-def release_lock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Call `predicate` every `interval` seconds until it is true (then True) or `timeout`
+    seconds have passed (then False, after one last call)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
+    return True
+
+
+def _holder(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
+def lock_holder(path: str | Path) -> str | None:
+    """The process id written in the lock file `path` while some process holds a lock on it
+    (`unknown` when it wrote none); None when the file is missing or nobody holds it. Works for
+    DVC's repository lock (.dvc/tmp/lock, zc.lockfile's flock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    finally:
+        os.close(fd)  # releases the probe's lock, if taken
+    return None

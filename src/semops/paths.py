@@ -62,6 +62,10 @@ RESEARCH_INDEX_MANIFEST = RESEARCH / "index.json"
 # Qdrant's engine files: rebuilt from the chunks and embeddings when missing.
 RESEARCH_INDEX = RESEARCH / "index"
 RESEARCH_METRICS = REPORTS / "research.json"
+# DVC's repository lock, held by a dvc command (`dvc repro`) between its stages, and its record
+# of the paths that running stages read and write: `research add` waits for both.
+DVC_LOCK = Path(".dvc") / "tmp" / "lock"
+DVC_RWLOCK = Path(".dvc") / "tmp" / "rwlock"
 
 # The result id the track stage mirrored: its absence (a fresh clone) makes the stage run.
 TRACKED = REPORTS / "mlflow.json"

@@ -1,5 +1,5 @@
 """The `semops` command line: compose params, report results, mirror to MLflow, and the
-research index (`semops research ask|search|add|remove|sources`)."""
+research index (`semops research ask|search|add|remove|sources|rebuild`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`semops research ...`: ask, search, add and remove sources, list them."""
+"""`semops research ...`: ask, search, add and remove sources, list them, rebuild a server's
+collection."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from typing import Any
 from semops import paths
 from semops.config.research import ResearchConfig
 from semops.config.schema import load_section
-from semops.config.validation import check_http_url
+from semops.config.validation import check_http_url, url_credential
 from semops.errors import SemopsError
+from semops.research.ingest.sources import WAIT_S, wait_for_pipeline
+
+WAIT_HELP = f"seconds to wait for a running dvc command to finish (default {WAIT_S:g})"
 
 
 def _config(args: argparse.Namespace) -> ResearchConfig:
@@ -69,23 +73,53 @@ def search(args: argparse.Namespace) -> None:
         print(f"{rank:>2}. {p.score:.4f}  {where}\n    {snippet}")
 
 
+def rebuild(args: argparse.Namespace) -> None:
+    from semops.research.index.sync import rebuild_collection
+
+    cfg: ResearchConfig = load_section("research")
+    print(rebuild_collection(cfg, args.collection, force=args.force))
+
+
 def add(args: argparse.Namespace) -> None:
     from semops.research.ingest import sources
 
     cfg: ResearchConfig = load_section("research")
     root = paths.RESEARCH_SOURCES
+    for target in args.targets:  # all checked before anything is written
+        if "://" in target:
+            _check_url(target)
     added = 0
     for target in args.targets:
         if "://" in target:
-            check_http_url("research add", target)  # sources.json is DVC-tracked and shared
-            entry, count = sources.add_web(target, root, _crawler(target, cfg))
+            entry, count = sources.add_web(target, root, _crawler(target, cfg), args.wait)
             print(f"research add: {target}: {count} page(s) -> {root / entry.snapshot}")
         else:
-            entry, count = sources.add_local(Path(target), root)
+            entry, count, skipped = sources.add_local(Path(target), root, args.wait)
+            for line in skipped:
+                print(f"research add: skipped {line}")
             print(f"research add: {entry.origin}: {count} file(s) -> {root / entry.snapshot}")
         added += 1
     if added and not args.no_build:
+        wait_for_pipeline("research add", args.wait)
         _rebuild()
+
+
+def _check_url(url: str) -> None:
+    """Refuse a URL with credentials before anything is written (sources.json is DVC-tracked and
+    shared, and page URLs become citations), naming what carries them, never their value."""
+    from urllib.parse import urlsplit
+
+    try:
+        urlsplit(url)
+    except ValueError as exc:
+        raise SemopsError(f"research add: not a valid URL ({exc})") from None
+    found = url_credential(url)
+    if found:
+        raise SemopsError(
+            f"research add: refused a URL with credentials ({found}; the value is not shown); "
+            "nothing was added. Add the page without them"
+        )
+    check_http_url("research add", url)
 
 
 def _crawler(url: str, cfg: ResearchConfig) -> Callable[[Path], int]:
@@ -103,9 +137,10 @@ def _crawler(url: str, cfg: ResearchConfig) -> Callable[[Path], int]:
 def remove(args: argparse.Namespace) -> None:
     from semops.research.ingest import sources
 
-    entry = sources.remove(args.origin, paths.RESEARCH_SOURCES)
+    entry = sources.remove(args.origin, paths.RESEARCH_SOURCES, args.wait)
     print(f"research remove: {entry.origin}")
     if not args.no_build:
+        wait_for_pipeline("research remove", args.wait)
         _rebuild()
 
 
@@ -147,13 +182,24 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("add", help="add files, folders or web pages, then update the index")
     p.add_argument("targets", nargs="+", help="file, folder or http(s) URL")
     p.add_argument("--no-build", action="store_true", help="only save the sources")
+    p.add_argument("--wait", type=float, default=WAIT_S, help=WAIT_HELP)
     p.set_defaults(func=add)
 
     p = sub.add_parser("remove", help="remove an added source, then update the index")
     p.add_argument("origin", help="the path or URL as added")
     p.add_argument("--no-build", action="store_true", help="only remove the source")
+    p.add_argument("--wait", type=float, default=WAIT_S, help=WAIT_HELP)
     p.set_defaults(func=remove)
 
     sub.add_parser("sources", help="list the corpus and the added sources").set_defaults(
         func=list_sources
     )
+
+    p = sub.add_parser(
+        "rebuild", help="delete the Qdrant server's collection and build the index in it anew"
+    )
+    p.add_argument(
+        "--collection", required=True, help="the collection, research.store.collection, by name"
+    )
+    p.add_argument("--force", action="store_true", help="do it (without: say what it would do)")
+    p.set_defaults(func=rebuild)

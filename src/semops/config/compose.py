@@ -3,9 +3,10 @@ validating the result before it replaces params.yaml."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ from semops.config.schema import (
     read_params,
     validate_all,
 )
-from semops.config.validation import STRICT, adapter
+from semops.config.validation import ENV_RESOLVERS, SECRETS_BELONG, STRICT, adapter
 from semops.errors import ConfigError, SemopsError
 from semops.io import atomic_path, read_json
 
@@ -76,15 +77,18 @@ def compose_params(
         raise SemopsError(f"{conf_dir / CONFIG_NAME}.yaml: not found")
     with atomic_path(output) as tmp:
         try:
-            compose_and_dump(
-                tmp,
-                str(conf_dir.resolve()),
-                None,
-                CONFIG_NAME,
-                str(conf_dir.resolve().parent),
-                list(overrides),
-            )
+            with _environment_refused() as reads:
+                compose_and_dump(
+                    tmp,
+                    str(conf_dir.resolve()),
+                    None,
+                    CONFIG_NAME,
+                    str(conf_dir.resolve().parent),
+                    list(overrides),
+                )
         except (HydraException, OmegaConfBaseException) as exc:
+            if reads:
+                raise ConfigError(f"{reads[0]} reads the environment; {SECRETS_BELONG}") from exc
             raise SemopsError(f"{conf_dir}: cannot compose config: {exc}") from exc
         composed = read_params(tmp)
         validate_all(composed)
@@ -96,6 +100,37 @@ def compose_params(
         for key in sorted(set(before) | set(after))
         if before and before.get(key) != after.get(key)
     ]
+
+
+@contextlib.contextmanager
+def _environment_refused() -> Iterator[list[str]]:
+    """While composing, the resolvers that read the environment fail instead, and record where
+    (`key: ${oc.env:NAME}`): a value composed from conf/ or an override would carry a key into
+    params.yaml, then dvc.lock and MLflow."""
+    from omegaconf import OmegaConf
+    from omegaconf.basecontainer import BaseContainer
+
+    registry = BaseContainer._resolvers  # OmegaConf has no public way to restore a resolver
+    saved = {name: registry.get(name) for name in ENV_RESOLVERS}
+    reads: list[str] = []
+
+    def refusal(name: str) -> Callable[..., Any]:
+        def refuse(*args: Any, _node_: Any = None) -> Any:
+            key = _node_._get_full_key(None) if _node_ is not None else "a value"
+            reads.append(f"{key}: ${{{name}:{','.join(map(str, args))}}}")
+            raise ConfigError(reads[-1])
+
+        return refuse
+
+    for name in ENV_RESOLVERS:
+        OmegaConf.register_new_resolver(name, refusal(name), replace=True)
+    try:
+        yield reads
+    finally:
+        for name, resolver in saved.items():
+            OmegaConf.clear_resolver(name)
+            if resolver is not None:
+                registry[name] = resolver
 
 
 def previous_values(path: Path) -> dict[str, Any]:

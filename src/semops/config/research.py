@@ -7,6 +7,7 @@ conf/: a test fails when a default here differs from the one conf/ sets.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import field
 from typing import Literal
 
@@ -89,9 +90,9 @@ class StoreConfig:
     collection: StrictStr = "research"
 
     def __post_init__(self) -> None:
-        if self.kind == "server":
-            if self.url is None:
-                raise ConfigError("research.store.url is required when kind is 'server'")
+        if self.kind == "server" and self.url is None:
+            raise ConfigError("research.store.url is required when kind is 'server'")
+        if self.url is not None:  # checked whatever the kind: params.yaml is logged either way
             check_http_url("research.store.url", self.url)
 
 
@@ -132,6 +133,21 @@ class PdfConfig:
 
 
 @dataclass(frozen=True, config=STRICT)
+class IngestConfig:
+    """Bounds on each file the ingest converts (the document set, `research add`): a file past
+    one is skipped with a warning naming it and the key; the others are indexed."""
+
+    max_file_bytes: PositiveInt = 200_000_000
+    """Bytes of one file, checked before it is read."""
+    max_pdf_pages: PositiveInt = 2000
+    """Pages of one PDF, counted before Docling converts it."""
+    max_expanded_bytes: PositiveInt = 500_000_000
+    """Bytes a DOCX (a zip archive) expands to, summed over its members."""
+    max_zip_members: PositiveInt = 10000
+    """Members of a DOCX's archive."""
+
+
+@dataclass(frozen=True, config=STRICT)
 class WebConfig:
     """Used by `semops research add URL...`."""
 
@@ -145,10 +161,28 @@ class WebConfig:
     """Hosts that may be fetched, besides those of the given URLs; empty: only those."""
     allow_private: StrictBool = False
     """Loopback and private-range addresses are refused unless allowed here."""
+    allow_networks: list[StrictStr] = field(default_factory=list)
+    """Non-public networks that may be reached all the same (CIDR, e.g. 10.1.2.0/24: an
+    intranet wiki), while allow_private stays false for every other."""
     timeout: PositiveFloat = 30.0
+    """Seconds for one page (plain HTTP: connecting, headers and body together)."""
+    max_bytes: PositiveInt = 20 * 2**20
+    """A page or robots.txt larger than this fails; with Chromium, each response (or https
+    tunnel) the browser receives is cut at this size (the request logged as refused, the page
+    failing when it is its own), and so is a rendered page's HTML."""
     browser: StrictStr = "/usr/bin/chromium"
     settle: NonNegativeFloat = 0.5
     """Seconds Chromium waits after a page's load event, for content that scripts insert then."""
+
+    def __post_init__(self) -> None:
+        for network in self.allow_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"research.web.allow_networks: {network!r} is not a network"
+                    " (CIDR, e.g. 10.1.2.0/24)"
+                ) from None
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -188,5 +222,6 @@ class ResearchConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     pdf: PdfConfig = field(default_factory=PdfConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     web: WebConfig = field(default_factory=WebConfig)
     answer: AnswerConfig = field(default_factory=AnswerConfig)

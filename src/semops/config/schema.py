@@ -24,6 +24,7 @@ from semops.config.validation import (
     adapter,
     build,
     check_http_url,
+    check_no_environment,
 )
 from semops.errors import ConfigError
 
@@ -77,6 +78,10 @@ class UrlSource:
     url: StrictStr
     sha256: StrictStr
     format: Literal["csv", "parquet"] = "csv"
+    timeout: PositiveFloat = 600.0
+    """Seconds for the whole download: connecting, headers and body together."""
+    max_bytes: PositiveInt = 2**30
+    """A larger download fails (checked as it streams, before its sha256 is)."""
 
     def __post_init__(self) -> None:
         check_http_url("data.source.url", self.url)
@@ -323,6 +328,7 @@ def parse_section(name: str, params: dict[str, Any]) -> Any:
         raise ConfigError(
             f"params.yaml has no section {name!r} (keys: {', '.join(sorted(params))})"
         )
+    check_no_environment(params[name], name)
     if name == "model":
         return _build_model(params["model"])
     return build(SECTIONS[name], params[name], name)

@@ -29,14 +29,14 @@ from semops.research.index.sync import (
     sync_index,
     write_index_manifest,
 )
-from semops.research.ingest import charset, files, pdf_structure, sections
+from semops.research.ingest import charset, files, limits, pdf_structure, sections
 from semops.research.ingest.corpus import beir_documents, read_beir, read_document_set
 from semops.research.ingest.files import IngestFailure, convert_files
-from semops.research.ingest.sources import snapshot_files
+from semops.research.ingest.sources import held_unchanged, snapshot_files
 
 log = logging.getLogger(__name__)
 
-CONVERTER_MODULES = (files, sections, pdf_structure, charset)
+CONVERTER_MODULES = (files, sections, pdf_structure, charset, limits)
 
 
 @dataclass
@@ -64,18 +64,24 @@ def convert_cached(
     local cache: converting a PDF costs far more than reading its result back)."""
     # The converter's code is part of the key: a conversion made by older code is not reused.
     code = "".join(sha256_file(module.__file__) for module in CONVERTER_MODULES)  # type: ignore[arg-type]
-    settings = hashlib.sha256((dump_json(cfg.pdf.__dict__) + code).encode()).hexdigest()[:12]
+    # The limits too: a conversion made under larger ones is not reused for a file now past them.
+    setting = dump_json([cfg.pdf.__dict__, cfg.ingest.__dict__]) + code
+    settings = hashlib.sha256(setting.encode()).hexdigest()[:12]
     cache_dir = paths.research_cache_dir() / "converted"
     documents: list[Document | None] = []
     todo: list[tuple[int, Path, str]] = []
     for path, source in items:
-        cached = cache_dir / f"{sha256_file(path)}-{settings}.json"
-        if cached.exists():
+        try:  # a file past the size limit is not hashed: convert_files reports it, unread
+            limits.check_size(path, cfg.ingest)
+            cached: Path | None = cache_dir / f"{sha256_file(path)}-{settings}.json"
+        except limits.OverLimit:
+            cached = None
+        if cached is not None and cached.exists():
             documents.append(_document_from_json(read_json(cached), source))
         else:
             documents.append(None)
             todo.append((len(documents) - 1, path, source))
-    converted, failures = convert_files([(p, s) for _, p, s in todo], cfg.pdf)
+    converted, failures = convert_files([(p, s) for _, p, s in todo], cfg.pdf, cfg.ingest)
     by_source = {d.source: d for d in converted}
     for position, _, source in todo:
         if source in by_source:
@@ -156,5 +162,11 @@ def build_index(cfg: ResearchConfig, store: Store, embedder: Embedder) -> BuiltI
 
 def run_research_embed(cfg: ResearchConfig) -> BuiltIndex:
     embedder = embedder_for(cfg)
-    with open_store(cfg, embedder) as store:
+    # `research add` waits while the stage reads the sources; a change to any input folder made
+    # all the same fails the stage, so DVC never records inputs it did not index.
+    inputs = [paths.RESEARCH_SOURCES, Path(cfg.documents), Path(cfg.corpus)]
+    with (
+        held_unchanged(paths.RESEARCH_SOURCES, "research-embed", inputs),
+        open_store(cfg, embedder, "build") as store,
+    ):
         return build_index(cfg, store, embedder)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from semops.config.schema import DataConfig, SplitConfig
+from semops.config.schema import DataConfig, SplitConfig, ValidRange
 from semops.errors import SemopsError
 from semops.paths import SPLITS
 from semops.tabular.columns import is_categorical, normalised_label
@@ -41,8 +41,8 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
     """
     cfg.check_columns([str(c) for c in raw.columns])
     table = raw.drop(columns=cfg.drop)
-    unparseable: dict[str, int] = {}
-    impossible: dict[str, int] = {}
+    # Values set missing, per reason and column (impossible: for each column with a valid range).
+    set_missing: dict[str, dict[str, int]] = {"impossible": {}, "unparseable": {}, "non_finite": {}}
     columns: dict[str, pd.Series] = {}
     for name in table.columns:
         column = table[name]
@@ -57,20 +57,10 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
                 )
             columns[name] = normalise_categorical(column)
         else:
-            numeric = pd.to_numeric(column, errors="coerce").astype("float64")
-            failed = int((numeric.isna() & column.notna()).sum())
-            if failed:
-                unparseable[name] = failed
-            bounds = cfg.valid.get(name)
-            if bounds is not None:
-                bad = pd.Series(False, index=numeric.index)
-                if bounds.min is not None:
-                    bad |= numeric < bounds.min
-                if bounds.max is not None:
-                    bad |= numeric > bounds.max
-                impossible[name] = int(bad.sum())
-                numeric = numeric.mask(bad)
-            columns[name] = numeric
+            columns[name], counts = clean_numeric(column, cfg.valid.get(name))
+            for reason, count in counts.items():
+                if count or reason == "impossible":
+                    set_missing[reason][name] = count
     table = pd.DataFrame(columns)
     rows_raw = len(table)
 
@@ -90,10 +80,30 @@ def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[
             "missing_target": int(missing_target.sum()),
             "duplicates": int(duplicated.sum()),
         },
-        "set_missing": {"impossible": impossible, "unparseable": unparseable},
+        "set_missing": set_missing,
         "classes": {str(k): int(v) for k, v in classes.items()},
     }
     return table, report
+
+
+def clean_numeric(column: pd.Series, bounds: ValidRange | None) -> tuple[pd.Series, dict[str, int]]:
+    """A numeric column as float64, and how many values were set missing for each reason:
+    unparseable, non_finite (inf and -inf: no statistic or JSON file can hold them) and, with a
+    valid range, impossible (outside it)."""
+    numeric = pd.to_numeric(column, errors="coerce").astype("float64")
+    counts = {"unparseable": int((numeric.isna() & column.notna()).sum())}
+    infinite = pd.Series(np.isinf(numeric.to_numpy()), index=numeric.index)
+    counts["non_finite"] = int(infinite.sum())
+    numeric = numeric.mask(infinite)
+    if bounds is not None:
+        bad = pd.Series(False, index=numeric.index)
+        if bounds.min is not None:
+            bad |= numeric < bounds.min
+        if bounds.max is not None:
+            bad |= numeric > bounds.max
+        counts["impossible"] = int(bad.sum())
+        numeric = numeric.mask(bad)
+    return numeric, counts
 
 
 def check_target(classes: pd.Series, cfg: DataConfig) -> None:

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import functools
 import os
 import tempfile
 import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semops.config.schema import FileSource, HfSource, RdatasetsSource, Source, UrlSource
 from semops.errors import SemopsError
 from semops.io import read_table, sha256_file
+from semops.netread import NetReadError, ReadLimits, open_url
 from semops.paths import project_root
 
 if TYPE_CHECKING:
     import pandas as pd
-
-URL_TIMEOUT_S = 30
 
 
 def fetch(source: Source, workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -87,33 +84,36 @@ def _fetch_hf(source: HfSource, cache_dir: Path) -> pd.DataFrame:
 def _fetch_url(source: UrlSource, workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     from tqdm import tqdm
 
-    digest = hashlib.sha256()
+    limits = ReadLimits(
+        source.timeout, source.max_bytes, "data.source.timeout", "data.source.max_bytes"
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     # The download is only a step towards the Parquet table: it never outlives this block.
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".download-") as tmpdir:
         tmp = Path(tmpdir) / f"download.{source.format}"
         try:
-            with (
-                urllib.request.urlopen(source.url, timeout=URL_TIMEOUT_S) as response,
-                open(tmp, "wb") as out,
-            ):
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=f"download {source.url}"
-                ) as bar:
-                    while chunk := response.read(1 << 16):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
-            raise SemopsError(f"data.source.url: cannot download {source.url}: {exc}") from exc
-        if digest.hexdigest() != source.sha256.lower():
-            raise SemopsError(
-                f"data.source.sha256: checksum mismatch for {source.url}: expected "
-                f"{source.sha256.lower()}, got {digest.hexdigest()}; nothing was written"
-            )
+            with open_url(source.url, limits) as reading:
+                length = reading.response.headers.get("Content-Length", "")
+                total = int(length) if length.isdigit() else None
+                desc = f"download {source.url}"
+                with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+                    digest = reading.save(tmp, functools.partial(_verify, source), bar.update)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise SemopsError(f"data.source.url: cannot download {source.url}: {exc}") from None
+        except NetReadError as exc:
+            raise SemopsError(f"data.source.url: cannot download {exc}") from None
         table = _read_as(tmp, source.format, source.url)
-    return table, {"source_sha256": digest.hexdigest()}
+    return table, {"source_sha256": digest}
+
+
+def _verify(source: UrlSource, digest: str) -> None:
+    """Called with the download's sha256 (computed as it streamed), before it takes its place."""
+    if digest != source.sha256.lower():
+        raise SemopsError(
+            f"data.source.sha256: checksum mismatch for {source.url}: expected "
+            f"{source.sha256.lower()}, got {digest}; nothing was written"
+        )
 
 
 def _read_as(path: Path, fmt: str, name: str) -> pd.DataFrame:

@@ -46,12 +46,19 @@ def fit_featurizer(
             present = values[~np.isnan(values)]
             if present.size == 0:
                 raise SemopsError(f"column {name!r} has no values in the training split")
-            fill = float(np.median(present) if cfg.numeric_impute == "median" else present.mean())
-            filled = np.where(np.isnan(values), fill, values)
-            std = float(filled.std())
+            with np.errstate(over="ignore", invalid="ignore"):  # values near the float maximum
+                median = cfg.numeric_impute == "median"
+                fill = float(np.median(present) if median else present.mean())
+                filled = np.where(np.isnan(values), fill, values)
+                mean, std = float(filled.mean()), float(filled.std())
+            if not np.isfinite([fill, mean, std]).all():
+                raise SemopsError(
+                    f"column {name!r}: its mean or spread overflows a float (values up to "
+                    f"{np.abs(present).max():g}); bound it with a valid range in data.valid.{name}"
+                )
             numeric[name] = {
                 "fill": fill,
-                "mean": float(filled.mean()) if cfg.scale else 0.0,
+                "mean": mean if cfg.scale else 0.0,
                 "std": std if cfg.scale and std > 0 else 1.0,
             }
     names = list(numeric) + [f"{col}={cat}" for col, cats in categorical.items() for cat in cats]

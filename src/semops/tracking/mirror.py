@@ -9,6 +9,7 @@ result's content, so logging it twice (a re-run, a retried mirror) never adds a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from typing import Any
 from semops import paths
 from semops.config.schema import flatten, read_params
 from semops.errors import SemopsError
-from semops.io import dump_json, read_csv_rows, read_json, sha256_file
+from semops.io import FileLockedError, dump_json, locked, read_csv_rows, read_json, sha256_file
 from semops.redaction import redact
 
 RESULT_TAG = "semops.result_id"
@@ -43,6 +44,8 @@ PLOT_FILES = (
     paths.TRAIN_HISTORY,
 )
 BUNDLE = "bundle.json"
+# How long a process waits for another logging to the same sqlite store before spooling.
+STORE_LOCK_TIMEOUT_S = 300.0
 
 
 def pending_dir() -> Path:
@@ -219,8 +222,30 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
 
     The run carries the result id from its creation and is marked complete last: a run cut off
     part-way is deleted and logged again by the next attempt, never taken for the result.
+    Processes logging to one sqlite store (queue workers, `semops mirror`) take turns.
     """
     _configure_client_env()
+    with store_lock(uri):
+        return _log_bundle(directory, uri)
+
+
+def store_lock(
+    uri: str, timeout: float = STORE_LOCK_TIMEOUT_S
+) -> contextlib.AbstractContextManager[None]:
+    """A lock file beside a sqlite store, held while one process uses it: MLflow's first use
+    creates the tables, which two processes at once break ("duplicate column name"), and looking
+    a result up then logging it becomes one step. None for a server: it orders its own writes.
+
+    Waits (saying so) up to `timeout` seconds, then FileLockedError, which counts as the store
+    being out of reach: the result stays spooled for `semops mirror`."""
+    database = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
+    if database in {"", ":memory:"}:
+        return contextlib.nullcontext()
+    message = f"track: waiting for process {{holder}}, which is logging to {database}"
+    return locked(f"{database}.lock", wait_message=message, timeout=timeout)
+
+
+def _log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -265,7 +290,7 @@ def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
     return run_id, True
 
 
-def _experiment_id(client: Any, name: str, uri: str) -> str:
+def _experiment_id(client: Any, name: str, uri: str, looked_again: bool = False) -> str:
     """The experiment's id, creating it (artifacts beside the sqlite store) where it is new."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None and experiment.lifecycle_stage == "deleted":
@@ -276,17 +301,27 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
         )
     if experiment is not None:
         return str(experiment.experiment_id)
+    from mlflow.exceptions import MlflowException
+
     location = (paths.mlruns_dir() / "artifacts").as_uri() if uri.startswith("sqlite:") else None
-    return str(client.create_experiment(name, artifact_location=location))
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or looked_again:
+            raise
+        # Created by another client since the look-up above (a server has many): take it.
+        return _experiment_id(client, name, uri, looked_again=True)
 
 
 def is_unreachable(exc: BaseException) -> bool:
     """Whether an MLflow client error means the store could not be reached at all: no
     connection, a timeout, or a gateway saying the server behind it is down (502, 503, 504).
-    A server that answers with an error (500, 4xx) was reached: its refusal is not hidden."""
+    A server that answers with an error (500, 4xx) was reached: its refusal is not hidden. A
+    sqlite store another process kept locked past STORE_LOCK_TIMEOUT_S counts as out of reach."""
+    out_of_reach = (ConnectionError, TimeoutError, FileLockedError)
     current: BaseException | None = exc
     while current is not None:
-        if isinstance(current, ConnectionError | TimeoutError) or type(current).__name__ in {
+        if isinstance(current, out_of_reach) or type(current).__name__ in {
             "NewConnectionError",
             "ConnectTimeoutError",
             "ReadTimeoutError",

@@ -66,14 +66,31 @@ class EmbeddingCache:
         self._rows: dict[str, np.ndarray] = {}
         self._files: list[Path] = []
         self._corrupt: list[Path] = []
-        for path in sorted(self.folder.glob("*.npy")) if self.folder.is_dir() else []:
-            self._load(path)
+        self._read_all()
 
-    def _load(self, path: Path) -> None:
+    def _read_all(self, passes: int = 20) -> None:
+        """Load every cache file. A file merged away by another process's `compact` meanwhile is
+        missed: its rows are in the merged file, written before it was removed, so the folder is
+        listed again until a pass misses none."""
+        seen: set[Path] = set()
+        for _ in range(passes):
+            # Dot files are other writers' temporaries (io.atomic_path), not cache files yet.
+            listed = sorted(self.folder.glob("[!.]*.npy")) if self.folder.is_dir() else []
+            vanished = [path for path in listed if path not in seen and not self._load(path)]
+            seen.update(listed)
+            if not vanished:
+                return
+        log.warning("embed: %s kept changing while read; missing texts are embedded again", self)
+
+    def __repr__(self) -> str:
+        return f"embedding cache {self.folder}"
+
+    def _load(self, path: Path) -> bool:
+        """Read one file (False when it vanished before it could be read)."""
         try:
             data = path.read_bytes()
-        except FileNotFoundError:  # merged away by another process's compact: its rows are
-            return  # in the merged file, or are embedded again
+        except FileNotFoundError:  # merged away by another process's compact
+            return False
         try:
             if file_name(data) != path.name:
                 raise ValueError("its bytes do not match its name (truncated or altered)")
@@ -81,10 +98,11 @@ class EmbeddingCache:
         except (ValueError, EOFError, OSError) as exc:
             log.warning("embed: ignoring %s (%s); its texts will be embedded again", path, exc)
             self._corrupt.append(path)
-            return
+            return True
         self._files.append(path)
         for digest, vector in zip(records["sha256"].astype(str), records["vector"], strict=True):
             self._rows.setdefault(digest, vector)
+        return True
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -19,11 +19,12 @@ from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semops.config.research import PdfConfig
+from semops.config.research import IngestConfig, PdfConfig
 from semops.errors import ConfigError, SemopsError
 from semops.research.documents import Document, Section
 from semops.research.ingest import pdf_structure
 from semops.research.ingest.charset import CharsetError, bom_decoded, decode_html, refuse_binary
+from semops.research.ingest.limits import OverLimit, check_contents, read_bounded
 from semops.research.ingest.pdf_structure import pdf_title
 from semops.research.ingest.sections import Block, Box, assemble_sections, text_sections
 
@@ -82,23 +83,28 @@ def discover(folder: Path) -> list[Path]:
 
 
 def convert_files(
-    items: Sequence[tuple[Path, str]], pdf: PdfConfig
+    items: Sequence[tuple[Path, str]], pdf: PdfConfig, limits: IngestConfig | None = None
 ) -> tuple[list[Document], list[IngestFailure]]:
-    """Convert (path, source) pairs in order; each file that fails is reported and skipped."""
+    """Convert (path, source) pairs in order; each file that fails, or is past one of the
+    `limits` (research.ingest), is reported and skipped."""
     from tqdm import tqdm
 
     documents: list[Document] = []
     failures: list[IngestFailure] = []
     for path, source in tqdm(items, desc="ingest", unit="file"):
         try:
-            documents.append(convert_file(path, source, pdf))
+            documents.append(convert_file(path, source, pdf, limits))
         except IngestError as exc:
             failures.append(IngestFailure(exc.source, exc.reason))
     return documents, failures
 
 
-def convert_file(path: Path, source: str, pdf: PdfConfig) -> Document:
-    """Convert one file; `source` is the name it is cited by. Raises IngestError."""
+def convert_file(
+    path: Path, source: str, pdf: PdfConfig, limits: IngestConfig | None = None
+) -> Document:
+    """Convert one file; `source` is the name it is cited by. Raises IngestError, also for a
+    file past one of the `limits` (research.ingest; by default its defaults)."""
+    limits = limits or IngestConfig()
     kind = SUPPORTED_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
@@ -106,14 +112,17 @@ def convert_file(path: Path, source: str, pdf: PdfConfig) -> Document:
             source, f"unsupported file type {path.suffix or '(none)'!r} (supported: {supported})"
         )
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, limits)
     except OSError as exc:
         raise IngestError(source, f"cannot read {path}: {exc.strerror or exc}") from exc
+    except OverLimit as exc:
+        raise IngestError(source, str(exc)) from exc
     if not data:
         raise IngestError(source, "empty file")
     try:
+        check_contents(data, kind, limits)
         title, sections = _convert_bytes(data, kind, path.name, pdf)
-    except (_Unreadable, CharsetError) as exc:
+    except (_Unreadable, CharsetError, OverLimit) as exc:
         raise IngestError(source, str(exc)) from exc
     if not sections:
         hint = " (a scanned PDF needs OCR)" if kind == "pdf" else ""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semops.config.research import LocalEmbedderConfig
-from semops.io import read_json
+from semops.io import locked, read_json
 from semops.research.index.embed.base import (
     EmbedderError,
     cache_key,
@@ -161,7 +161,14 @@ class LocalEmbedder:
     def _load_or_export(self) -> onnxruntime.InferenceSession:
         path = self.onnx_path
         session = self._open_cached(path)
-        if session is None:
+        if session is not None:
+            return session
+        # One process exports (queue workers share the folder); the others wait, then load it.
+        wait = "embed: waiting for process {holder}, which is exporting the model to ONNX"
+        with locked(self.model_dir / ".export.lock", wait_message=wait):
+            session = self._open_cached(path)
+            if session is not None:
+                return session
             started = time.perf_counter()
             log.info("embed: exporting %s to %s", self.cfg.model, path)
             # int8 is quantized from the fp32 export, which is kept: switching precision reuses it
@@ -171,8 +178,7 @@ class LocalEmbedder:
             if path != fp32:
                 quantize_onnx(fp32, path)
             log.info("embed: exported in %.1f s", time.perf_counter() - started)
-            session = self._open(path)
-        return session
+        return self._open(path)
 
     def _open_cached(self, path: Path) -> onnxruntime.InferenceSession | None:
         """A session of the model cached at `path`; None where there is none, or it is damaged

@@ -36,8 +36,8 @@ BATCH = 256
 BM25_K = 1.2
 BM25_B = 0.75
 BM25_AVG_LEN = 56.0
-# What the stored vectors depend on besides the embedder: an index with another layout is
-# rebuilt, not reused.
+# What the stored vectors depend on besides the embedder: an index with another layout is never
+# reused (the edge index is rebuilt; a server's collection is refused, see server.ServerStore).
 LAYOUT: dict[str, Any] = {
     "version": 1,
     "dense": {"name": DENSE, "distance": "cosine"},
@@ -54,7 +54,8 @@ LAYOUT: dict[str, Any] = {
 
 
 class IndexMismatchError(SemopsError):
-    """The index was built for another embedder, dimension or layout: rebuild it (recreate=True)."""
+    """The index was built for another embedder, dimension or layout, or (a server's collection)
+    not by semops at all."""
 
 
 @dataclass(frozen=True)
@@ -184,22 +185,24 @@ def index_meta(dim: int, embedder: str) -> dict[str, Any]:
     return {"dim": dim, "embedder": embedder, "layout": LAYOUT}
 
 
-def describe_mismatch(where: str, found: dict[str, Any], wanted: dict[str, Any]) -> str:
-    if "layout" not in found:
-        return (
-            f"{where} records no embedder (it was not built by semops): rebuild it or choose "
-            "another"
-        )
-    if found["layout"] != wanted["layout"]:
-        return (
-            f"{where} was built with another index layout ({found['layout']!r}); this "
-            "version writes another: rebuild it"
-        )
-    return (
-        f"{where} was built for embedder {found.get('embedder')!r} with {found.get('dim')}-d "
-        f"vectors, not {wanted['embedder']!r} with {wanted['dim']}-d: rebuild it (its vectors "
-        "cannot be compared with this embedder's) or switch back to that embedder"
-    )
+def setting_differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """What differs between the settings an index records (`found`, from index_meta) and these
+    (`wanted`), each as "<name> <found> vs <wanted>"; empty when they agree."""
+    differences = []
+    if found.get("embedder") != wanted["embedder"]:
+        differences.append(f"embedder {found.get('embedder')!r} vs {wanted['embedder']!r}")
+    if found.get("dim") != wanted["dim"]:
+        differences.append(f"vector size {found.get('dim')} vs {wanted['dim']}")
+    layout, ours = found.get("layout"), wanted["layout"]
+    if layout != ours:
+        if isinstance(layout, dict):
+            keys = sorted(k for k in {*layout, *ours} if layout.get(k) != ours.get(k))
+            differences.extend(
+                f"index layout {k} {layout.get(k)!r} vs {ours.get(k)!r}" for k in keys
+            )
+        else:
+            differences.append(f"index layout {layout!r} vs {ours!r}")
+    return differences
 
 
 @cache

@@ -3,6 +3,7 @@ that one process at a time may open."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from semops.errors import SemopsError
-from semops.io import FileLockedError, hold_lock, release_lock, write_json
+from semops.io import FileLockedError, locked, write_json
 from semops.research.index.store.base import (
     BM25,
     DENSE,
@@ -24,10 +25,10 @@ from semops.research.index.store.base import (
     batches,
     best_hits,
     bm25_model,
-    describe_mismatch,
     index_meta,
     named_vectors,
     point_batches,
+    setting_differences,
     unit_vectors,
 )
 
@@ -87,13 +88,13 @@ class EdgeStore(ClosingContext):
         self.path = Path(path)
         self.dim = dim
         self.embedder = embedder
-        self._lock_fd = _lock_index(self.path)
+        self._lock = _lock_index(self.path)
         self._dirty = False
         self._closed = False
         try:
             self._shard = self._open_shard(recreate)
         except BaseException:
-            release_lock(self._lock_fd)
+            self._lock.close()
             raise
 
     def _open_shard(self, recreate: bool) -> qdrant_edge.EdgeShard:
@@ -107,9 +108,7 @@ class EdgeStore(ClosingContext):
         if meta_path.exists():
             found = _read_meta(meta_path)
             if found != wanted:
-                raise IndexMismatchError(
-                    describe_mismatch(f"research index {self.path}", found, wanted)
-                )
+                raise IndexMismatchError(_mismatch(f"research index {self.path}", found, wanted))
         elif shard_dir.exists():
             raise IndexMismatchError(
                 f"research index {self.path} has no {META} (the embedder its vectors came from is "
@@ -213,13 +212,15 @@ class EdgeStore(ClosingContext):
             self._shard.close()
         finally:
             self._closed = True
-            release_lock(self._lock_fd)
+            self._lock.close()
 
 
-def _lock_index(path: Path) -> int:
-    """Hold the exclusive lock of the index at `path` while it is open."""
+def _lock_index(path: Path) -> contextlib.ExitStack:
+    """Hold the exclusive lock of the index at `path` until the returned stack is closed."""
+    held = contextlib.ExitStack()
     try:
-        return hold_lock(path / LOCK)
+        held.enter_context(locked(path / LOCK, timeout=0))
+        return held
     except OSError as exc:
         raise SemopsError(f"research index {path}: cannot create it ({exc.strerror})") from exc
     except FileLockedError as exc:
@@ -232,6 +233,23 @@ def _lock_index(path: Path) -> int:
             f"research index {path} is in use by another process (pid {exc.holder}); close it "
             "and retry"
         ) from None
+
+
+def _mismatch(where: str, found: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """Why an index recording `found` (its meta.json) is not the index `wanted` describes."""
+    if "embedder" not in found or "layout" not in found:
+        return (
+            f"{where} records no embedder (it was not built by semops): rebuild it or choose "
+            "another"
+        )
+    differences = setting_differences(found, wanted) or [
+        f"{META} keys {sorted(found)} vs {sorted(wanted)}"
+    ]
+    return (
+        f"{where} was built with other settings (the index's vs this project's): "
+        f"{'; '.join(differences)}: rebuild it (its vectors cannot be compared with this "
+        "embedder's) or switch back to those settings"
+    )
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -1,15 +1,21 @@
-"""The research index as a collection on a Qdrant server (or cluster), through qdrant-client."""
+"""The research index as a collection on a Qdrant server (or cluster), through qdrant-client.
+
+A server's collection may be shared with others: semops deletes or rewrites only a collection it
+created (its metadata records the embedder, vector size and layout) with this project's
+settings, and deletes one only when asked by name (`semops research rebuild --force`)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from semops.errors import SemopsError
+from semops.redaction import redact
 from semops.research.index.store import base
 
 if TYPE_CHECKING:
@@ -17,16 +23,23 @@ if TYPE_CHECKING:
     from qdrant_client import QdrantClient
     from qdrant_client.http import models as qmodels
 
+log = logging.getLogger(__name__)
+
 API_KEY_ENV = "QDRANT_API_KEY"
+# query: read only, the collection must exist with these settings; build: create it when
+# missing, write into it when it is semops's with these settings; rebuild: delete it (whatever
+# it holds) and create it afresh, for `semops research rebuild --force` only.
+Mode = Literal["query", "build", "rebuild"]
 
 
 class ServerStore(base.ClosingContext):
     """A collection on a Qdrant server (or cluster) at `url`, through qdrant-client; the API key,
     if the server wants one, comes from QDRANT_API_KEY only.
 
-    The collection is created when missing, with the embedder, dimension and layout in its
-    metadata; an existing one made for others is an IndexMismatchError unless `recreate`.
-    Dense search uses the server's own index settings (HNSW by default).
+    `mode` (see Mode) says what opening may do. A collection semops did not create, or built
+    with another embedder, dimension or layout, is an IndexMismatchError in every mode but
+    rebuild: it is never deleted nor written. Dense search uses the server's own index settings
+    (HNSW by default).
     """
 
     def __init__(
@@ -36,20 +49,10 @@ class ServerStore(base.ClosingContext):
         dim: int,
         embedder: str,
         *,
-        recreate: bool = False,
+        mode: Mode = "build",
         timeout: int = 60,
     ):
-        from qdrant_client import QdrantClient
-
-        # No version check: it runs in a thread of its own and, on a server that cannot be
-        # reached, warns later in the middle of other output; the first request says it clearly.
-        client = QdrantClient(
-            url=url,
-            api_key=os.environ.get(API_KEY_ENV) or None,
-            timeout=timeout,
-            check_compatibility=False,
-        )
-        self._setup(client, url, collection, dim, embedder, recreate)
+        self._setup(_client(url, timeout), redact(url), collection, dim, embedder, mode)
 
     @classmethod
     def with_client(
@@ -59,14 +62,28 @@ class ServerStore(base.ClosingContext):
         dim: int,
         embedder: str,
         *,
-        recreate: bool = False,
+        mode: Mode = "build",
         where: str = "qdrant-client",
     ) -> ServerStore:
         """The store on a client made elsewhere (e.g. qdrant-client's local mode); `where`
         names it in messages."""
         store = cls.__new__(cls)
-        store._setup(client, where, collection, dim, embedder, recreate)
+        store._setup(client, where, collection, dim, embedder, mode)
         return store
+
+    @staticmethod
+    def describe(url: str, collection: str, dim: int, embedder: str) -> str:
+        """What the collection at `url` is now, in words, without changing anything."""
+        client = _client(url, 60)
+        try:
+            with _errors(redact(url), collection):
+                state = _state(client, collection, base.index_meta(dim, embedder))
+        finally:
+            client.close()
+        if state is None:
+            return "it does not exist"
+        points, mismatch = state
+        return f"{points} points; it {mismatch or 'was built by semops with these settings'}"
 
     def _setup(
         self,
@@ -75,75 +92,67 @@ class ServerStore(base.ClosingContext):
         collection: str,
         dim: int,
         embedder: str,
-        recreate: bool,
+        mode: Mode,
     ) -> None:
-        from qdrant_client.http import models
-
         self._client = client
         self.where = where
         self.collection = collection
         self.dim = dim
         self.embedder = embedder
+        self.mode = mode
         wanted = base.index_meta(dim, embedder)
         with self._errors():
-            exists = client.collection_exists(collection)
-            if exists and recreate:
+            if mode == "rebuild" and client.collection_exists(collection):
+                log.warning("research: deleting Qdrant collection %r at %s", collection, where)
                 client.delete_collection(collection)
-                exists = False
-            if not exists:
-                client.create_collection(
-                    collection,
-                    vectors_config={
-                        base.DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)
-                    },
-                    sparse_vectors_config={
-                        base.BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)
-                    },
-                    metadata=wanted,
+            state = _state(client, collection, wanted)
+            if state is None and mode == "query":
+                raise SemopsError(
+                    f"Qdrant collection {collection!r} at {where} does not exist (a query never "
+                    "creates one): build it with `dvc repro research-embed` or `semops research "
+                    f"rebuild --force --collection {collection}`, or set research.store.collection "
+                    "to the collection research-embed built"
                 )
+            if state is None:
+                self._create(wanted)
                 return
-            config = client.get_collection(collection).config
-        found = dict(config.metadata or {})
-        vectors = config.params.vectors
-        dense = vectors.get(base.DENSE) if isinstance(vectors, dict) else None
-        if dense is not None:
-            found["dim"] = dense.size  # the size the server holds, whatever the metadata says
-        sparse = (config.params.sparse_vectors or {}).get(base.BM25)
-        shaped = (
-            dense is not None
-            and dense.size == dim
-            and dense.distance == models.Distance.COSINE
-            and sparse is not None
-            and sparse.modifier == models.Modifier.IDF
-        )
-        if not shaped or found != wanted:
+        points, mismatch = state
+        if mismatch:
             raise base.IndexMismatchError(
-                base.describe_mismatch(
-                    f"Qdrant collection {collection!r} at {where}", found, wanted
-                )
+                f"Qdrant collection {collection!r} at {where} ({points} points) {mismatch}; "
+                "semops leaves it as it is. Either set research.store.collection to another "
+                "name (research-embed creates that collection), or delete this one and build the "
+                f"index in it: `semops research rebuild --force --collection {collection}`"
             )
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+    def _create(self, wanted: dict[str, Any]) -> None:
+        from qdrant_client.http import models
 
-        try:
-            yield
-        except UnexpectedResponse as exc:
-            body = exc.content.decode(errors="replace")[:300]
+        self._client.create_collection(
+            self.collection,
+            vectors_config={
+                base.DENSE: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)
+            },
+            sparse_vectors_config={
+                base.BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)
+            },
+            metadata=wanted,  # what marks the collection as semops's, and with which settings
+        )
+
+    def _writable(self) -> None:
+        if self.mode == "query":
             raise SemopsError(
-                f"Qdrant server {self.where}, collection {self.collection!r}: HTTP "
-                f"{exc.status_code} {exc.reason_phrase}: {body}"
-            ) from exc
-        except ResponseHandlingException as exc:
-            raise SemopsError(
-                f"Qdrant server {self.where}: no usable answer ({exc.source!r}); check "
-                "research.store.url and that the server is up"
-            ) from exc
+                f"Qdrant collection {self.collection!r} at {self.where} is open for queries, "
+                "which never write"
+            )
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return _errors(self.where, self.collection)
 
     def upsert(self, points: Sequence[base.Point]) -> None:
         from qdrant_client.http import models
 
+        self._writable()
         for batch in base.point_batches(points, self.dim):
             structs = [
                 models.PointStruct(
@@ -159,6 +168,7 @@ class ServerStore(base.ClosingContext):
     def delete(self, point_ids: Sequence[str]) -> None:
         from qdrant_client.http import models
 
+        self._writable()
         for batch in base.batches(point_ids):
             with self._errors():
                 self._client.delete(
@@ -212,7 +222,75 @@ class ServerStore(base.ClosingContext):
         self._client.close()
 
 
+def _state(
+    client: QdrantClient, collection: str, wanted: dict[str, Any]
+) -> tuple[int, str | None] | None:
+    """None if the collection does not exist, else its point count and what makes it not the
+    index `wanted` describes (None if nothing)."""
+    if not client.collection_exists(collection):
+        return None
+    info = client.get_collection(collection)
+    return info.points_count or 0, _mismatch(info.config, wanted)
+
+
+@contextlib.contextmanager
+def _errors(where: str, collection: str) -> Iterator[None]:
+    """Qdrant's errors as SemopsErrors that name the server and collection."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    try:
+        yield
+    except UnexpectedResponse as exc:
+        body = exc.content.decode(errors="replace")[:300]
+        raise SemopsError(
+            f"Qdrant server {where}, collection {collection!r}: HTTP "
+            f"{exc.status_code} {exc.reason_phrase}: {body}"
+        ) from exc
+    except ResponseHandlingException as exc:
+        raise SemopsError(
+            f"Qdrant server {where}: no usable answer ({exc.source!r}); check "
+            "research.store.url and that the server is up"
+        ) from exc
+
+
 def _client_sparse(vector: qdrant_edge.SparseVector) -> qmodels.SparseVector:
     from qdrant_client.http import models
 
     return models.SparseVector(indices=vector.indices, values=vector.values)
+
+
+def _client(url: str, timeout: int) -> QdrantClient:
+    from qdrant_client import QdrantClient
+
+    # No version check: it runs in a thread of its own and, on a server that cannot be reached,
+    # warns later in the middle of other output; the first request says it clearly.
+    return QdrantClient(
+        url=url,
+        api_key=os.environ.get(API_KEY_ENV) or None,
+        timeout=timeout,
+        check_compatibility=False,
+    )
+
+
+def _mismatch(config: qmodels.CollectionConfig, wanted: dict[str, Any]) -> str | None:
+    """Why a collection with this config is not the index `wanted` describes, or None."""
+    from qdrant_client.http import models
+
+    found = dict(config.metadata or {})
+    if "embedder" not in found or "layout" not in found:
+        return "was not created by semops (its metadata records no semops index)"
+    vectors = config.params.vectors
+    dense = vectors.get(base.DENSE) if isinstance(vectors, dict) else None
+    # The size the server holds, whatever the metadata says.
+    found["dim"] = dense.size if dense is not None else None
+    differences = base.setting_differences(found, wanted)
+    if dense is not None and dense.distance != models.Distance.COSINE:
+        differences.append(f"distance {dense.distance.value} vs Cosine")
+    sparse = (config.params.sparse_vectors or {}).get(base.BM25)
+    if sparse is None or sparse.modifier != models.Modifier.IDF:
+        differences.append(f"no {base.BM25!r} sparse vectors with IDF")
+    if not differences:
+        return None
+    return "was built with other settings (the collection's vs this project's): " + "; ".join(
+        differences
+    )

@@ -1,155 +1,32 @@
-"""Pages rendered in Chromium: the browser process, started and stopped here, and Crawl4AI
-connected to it over CDP."""
+"""Pages rendered in Chromium (started in `browser`), with Crawl4AI connected to it over its
+DevTools channel, and every request it makes checked by the proxy (`proxy`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
-import shutil
-import signal
-import subprocess
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from semops.config.research import WebConfig
+from semops.research.ingest.web.browser import BrowserUnavailable, running_chromium
 from semops.research.ingest.web.fetched import (
     Fetched,
     FetchedWith,
     PageFailure,
     is_html_content_type,
 )
+from semops.research.ingest.web.gate import HostGate
+from semops.research.ingest.web.plain_http import web_limits
+from semops.research.ingest.web.proxy import ERROR_HEADER, CheckingProxy, Refusal
 
 log = logging.getLogger(__name__)
-
-BROWSER_START_TIMEOUT = 30.0
-# Without the background-networking flags Chromium floods a closed network with connections.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-)
-
-
-class BrowserUnavailable(Exception):
-    """The browser could not start: the crawl falls back to plain HTTP."""
-
-
-@dataclass(frozen=True)
-class _Browser:
-    pid: int
-    cdp_url: str
-
-
-@contextlib.contextmanager
-def _chromium(executable: str) -> Iterator[_Browser]:
-    """Chromium, headless, with a fresh profile and a DevTools (CDP) endpoint on 127.0.0.1.
-
-    It is stopped by its process group (the browser outlives any CDP client) and its folder
-    removed, however the block ends.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix="semops-chromium-"))
-    try:
-        profile = workdir / "profile"
-        log_path = workdir / "stderr.log"
-        # Chromium writes crash reports and a dconf cache under the home folder, whatever the
-        # profile: a temporary home keeps ~ untouched.
-        env = os.environ | {
-            "HOME": str(workdir),
-            "XDG_CONFIG_HOME": str(workdir / ".config"),
-            "XDG_CACHE_HOME": str(workdir / ".cache"),
-        }
-        command = [
-            executable,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--remote-debugging-address=127.0.0.1",
-            # 0: Chromium picks a free port and writes it to DevToolsActivePort (no race).
-            "--remote-debugging-port=0",
-            "about:blank",
-        ]
-        try:
-            with open(log_path, "wb") as stderr_file:
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr_file,
-                    env=env,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            raise BrowserUnavailable(f"{executable}: {exc.strerror}") from None
-        try:
-            yield _Browser(process.pid, _wait_for_cdp(process, profile, log_path, executable))
-        finally:
-            _stop_process_group(process)
-            # Crashpad handlers run in sessions of their own; they name the temporary home.
-            for pid in _pids_mentioning(str(workdir)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait_for_cdp(
-    process: subprocess.Popen[bytes], profile: Path, log_path: Path, executable: str
-) -> str:
-    deadline = time.monotonic() + BROWSER_START_TIMEOUT
-    port_file = profile / "DevToolsActivePort"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            lines = log_path.read_text(errors="replace").strip().splitlines()
-            last = f": {lines[-1][:200]}" if lines else ""
-            raise BrowserUnavailable(f"{executable} exited with code {process.returncode}{last}")
-        port = port_file.read_text().split("\n", 1)[0].strip() if port_file.exists() else ""
-        if port.isdigit():
-            cdp_url = f"http://127.0.0.1:{port}"
-            with (
-                contextlib.suppress(OSError, ValueError),
-                urllib.request.urlopen(f"{cdp_url}/json/version", timeout=2) as response,
-            ):
-                if "webSocketDebuggerUrl" in json.loads(response.read()):
-                    return cdp_url
-        time.sleep(0.05)
-    raise BrowserUnavailable(
-        f"{executable} opened no DevTools endpoint within {BROWSER_START_TIMEOUT:g} s"
-    )
-
-
-def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-    # Renderer and zygote processes that outlived the browser's own exit.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains `text` (none where there is no /proc)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if text.encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-    return pids
 
 
 def _import_crawl4ai() -> Any:
@@ -164,23 +41,41 @@ def _import_crawl4ai() -> Any:
     return crawl4ai
 
 
-class _MainFrameResponse:
-    """The last response to a main-frame navigation of one page: its final URL, status and
-    content type, also when the navigation itself failed (Chromium's 404 with no body)."""
+class _PageWatch:
+    """What one page's tab did: the last response to a main-frame navigation (its final URL,
+    status and content type, also when the navigation itself failed: Chromium's 404 with no
+    body), the URLs its main frame navigated to (the page and each redirect hop), and the URLs
+    of all its requests (WebSockets included)."""
 
     def __init__(self) -> None:
         self.url: str | None = None
         self.status = 0
         self.content_type: str | None = None
+        self.proxy_error: str | None = None
+        self.navigations: list[str] = []
+        self.requested: list[str] = []
 
     async def watch(self, page: Any, **_: Any) -> Any:
-        def record(response: Any) -> None:
-            if response.frame == page.main_frame and response.request.is_navigation_request():
+        def is_navigation(request: Any) -> bool:
+            with contextlib.suppress(Exception):  # a service worker's request has no frame
+                return bool(request.frame == page.main_frame and request.is_navigation_request())
+            return False
+
+        def on_response(response: Any) -> None:
+            if is_navigation(response.request):
                 self.url = response.url
                 self.status = response.status
                 self.content_type = response.headers.get("content-type")
+                self.proxy_error = response.headers.get(ERROR_HEADER.lower())
 
-        page.on("response", record)
+        def on_request(request: Any) -> None:
+            self.requested.append(request.url)
+            if is_navigation(request):
+                self.navigations.append(request.url)
+
+        page.on("response", on_response)
+        page.on("request", on_request)
+        page.on("websocket", lambda websocket: self.requested.append(websocket.url))
         return page
 
 
@@ -188,27 +83,42 @@ class ChromiumFetcher:
     fetched_with: FetchedWith = "chromium"
 
     def __init__(
-        self, crawler: Any, run_config: Any, runner: asyncio.Runner, cfg: WebConfig
+        self,
+        crawler: Any,
+        run_config: Any,
+        runner: asyncio.Runner,
+        cfg: WebConfig,
+        proxy: CheckingProxy,
     ) -> None:
         self._crawler = crawler
         self._run_config = run_config
         self._runner = runner
+        self._proxy = proxy
         self._timeout = cfg.timeout
+        self._limits = web_limits(cfg)
         # Navigation is bounded by the page timeout; this also bounds what comes after it.
         self._watchdog = cfg.timeout + cfg.settle + 10.0
+        self._last = ("", _PageWatch())
 
     def fetch(self, url: str) -> Fetched:
         return self._runner.run(self._render(url))
 
     async def _render(self, url: str) -> Fetched:
-        landed = _MainFrameResponse()
+        report_refusals(self._proxy.take_refusals(), *self._last)  # late ones of a page before
+        landed = _PageWatch()
+        self._last = (url, landed)
         self._crawler.crawler_strategy.set_hook("before_goto", landed.watch)
         try:
             result = await asyncio.wait_for(
                 self._crawler.arun(url, config=self._run_config), self._watchdog
             )
         except TimeoutError:
+            report_refusals(self._proxy.take_refusals(), url, landed)
             raise PageFailure(f"timed out after {self._timeout:g} s") from None
+        if refused := report_refusals(self._proxy.take_refusals(), url, landed):
+            raise PageFailure(refused)
+        if landed.proxy_error is not None:  # the proxy could not connect
+            raise PageFailure(landed.proxy_error)
         if landed.url is not None and landed.status >= 400:
             raise PageFailure(f"HTTP {landed.status}")
         if not is_html_content_type(landed.content_type):
@@ -216,12 +126,64 @@ class ChromiumFetcher:
         # Crawl4AI's anti-bot heuristic marks short pages unsuccessful: the HTML decides here.
         if landed.url is None or not result.html:
             raise PageFailure(browser_error_reason(result.error_message, self._timeout))
+        # The proxy caps each response; what scripts built from them is capped here.
+        if len(result.html.encode()) > self._limits.max_bytes:
+            raise PageFailure(self._limits.too_large(url).reason)
         return Fetched(landed.url, landed.status, result.html)
 
 
+def report_refusals(refusals: list[Refusal], url: str, page: _PageWatch) -> str | None:
+    """Logs each request of `page` the proxy refused, by URL and reason; returns the page's
+    failure reason when its own navigation (or a redirect hop) was refused.
+
+    A tunnel (https, ws, wss) is refused by host:port: it is reported by the URLs of the page's
+    requests to that host:port. A tunnel that matches none is Chromium's own (sign-in, search:
+    it asks for those whatever the flags) or a preconnect: a debug line.
+    """
+    failure = None
+    for refusal in dict.fromkeys(refusals):  # a tunnel refused once per request sent through it
+        targets = _urls_of(refusal.target, page.requested)
+        if not targets:
+            log.debug(
+                "web: refused Chromium's own request to %s: %s", refusal.target, refusal.reason
+            )
+        for target in targets:
+            if target in page.navigations:
+                if failure is None:
+                    failure = refusal.reason
+                    if target != url:
+                        failure = f"redirected to {target}: {failure}"
+            else:
+                log.info("web: refused %s: %s", target, refusal.reason)
+    return failure
+
+
+def _urls_of(target: str, urls: list[str]) -> list[str]:
+    """The URLs among `urls` that a refused URL or host:port (a tunnel) stands for."""
+    if "://" in target:
+        return [target]
+    return [url for url in dict.fromkeys(urls) if _tunnel_of(url) == target]
+
+
+def _tunnel_of(url: str) -> str | None:
+    """The host:port Chromium asks the proxy to CONNECT to for `url` (https, wss, and ws: a
+    WebSocket goes through a tunnel too); None for plain http."""
+    parts = urlsplit(url)
+    default_port = {"https": 443, "wss": 443, "ws": 80}.get(parts.scheme)
+    if default_port is None or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    with contextlib.suppress(ValueError):
+        return f"{host}:{parts.port or default_port}"
+    return None
+
+
 @contextlib.contextmanager
-def chromium_fetcher(cfg: WebConfig) -> Iterator[ChromiumFetcher]:
-    with _chromium(cfg.browser) as browser:
+def chromium_fetcher(cfg: WebConfig, gate: HostGate) -> Iterator[ChromiumFetcher]:
+    """Chromium and Crawl4AI, each request of the browser checked by `gate`'s address check (the
+    crawl's: its scope is the crawl's to keep) and within research.web.max_bytes."""
+    proxy = CheckingProxy(gate, web_limits(cfg))
+    with proxy.serving(), running_chromium(cfg.browser, proxy.url) as browser:
         try:
             crawl4ai = _import_crawl4ai()
         except ImportError as exc:
@@ -255,7 +217,7 @@ def chromium_fetcher(cfg: WebConfig) -> Iterator[ChromiumFetcher]:
             except Exception as exc:  # Playwright could not attach to the browser
                 raise BrowserUnavailable(f"Crawl4AI could not connect to it: {exc}") from None
             try:
-                yield ChromiumFetcher(crawler, run_config, runner, cfg)
+                yield ChromiumFetcher(crawler, run_config, runner, cfg, proxy)
             finally:
                 # A browser that died mid-crawl fails this too; it is stopped by its pid next.
                 with contextlib.suppress(Exception):
@@ -277,6 +239,7 @@ def browser_error_reason(message: str | None, timeout: float) -> str:
 _CHROMIUM_NET_ERRORS = {
     "ERR_NAME_NOT_RESOLVED": "DNS lookup failed",
     "ERR_CONNECTION_REFUSED": "connection refused",
+    "ERR_TUNNEL_CONNECTION_FAILED": "connection failed (https, through the crawl's proxy)",
     "ERR_CONNECTION_RESET": "connection reset",
     "ERR_CONNECTION_TIMED_OUT": "connection timed out",
     "ERR_TIMED_OUT": "timed out",

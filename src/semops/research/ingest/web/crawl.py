@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import urllib.request
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from semops.config.research import WebConfig
-from semops.research.ingest.web.chromium import BrowserUnavailable, chromium_fetcher
+from semops.research.ingest.web.browser import BrowserUnavailable
+from semops.research.ingest.web.chromium import chromium_fetcher
 from semops.research.ingest.web.fetched import Fetched, FetchedWith, Fetcher, PageFailure
 from semops.research.ingest.web.gate import HostGate, Pacer
 from semops.research.ingest.web.page import extract_links
-from semops.research.ingest.web.plain_http import HttpFetcher, guarded_opener
+from semops.research.ingest.web.plain_http import HttpFetcher, web_limits
 from semops.research.ingest.web.robots import Robots
 from semops.research.ingest.web.snapshot import save_snapshot
 from semops.research.ingest.web.urls import host_of, is_followable, normalize_url, site_of
@@ -93,12 +93,11 @@ class _CrawlRun:
         self._out_dir = out_dir
         self._failures = failures
         allowed_hosts = {host_of(u) for u in starts} | {h.lower() for h in cfg.allow_hosts}
-        self._gate = HostGate(allowed_hosts, cfg.allow_private)
-        self._opener = guarded_opener(self._gate)
+        self._gate = HostGate(allowed_hosts, cfg.allow_private, tuple(cfg.allow_networks))
         self._pacer = Pacer(cfg.delay)
-        robots_timeout = min(cfg.timeout, ROBOTS_TIMEOUT)
+        robots_limits = web_limits(cfg, ROBOTS_TIMEOUT)
         self._robots = (
-            Robots(self._opener, self._pacer, robots_timeout) if cfg.respect_robots else None
+            Robots(self._gate, self._pacer, robots_limits) if cfg.respect_robots else None
         )
         self.queue = deque(_Visit(url, 0, None) for url in starts)
         self._seen = set(starts)
@@ -136,13 +135,16 @@ class _CrawlRun:
         if self._robots is not None:
             self._robots.check(visit.url)
         if self._fetcher is None:  # started only once a page is to be fetched
-            self._fetcher = _start_fetcher(self._cfg, self._opener, stack)
+            self._fetcher = _start_fetcher(self._cfg, self._gate, stack)
         self._pacer.wait(visit.url)
         self._fetches += 1
         fetched = self._fetcher.fetch(visit.url)
         final_url = normalize_url(fetched.final_url) or visit.url
-        if final_url != visit.url:
-            # The browser followed redirects itself: the page it landed on must pass the gate too.
+        if final_url != visit.url and self._fetcher.fetched_with == "chromium":
+            # The crawl's scope: the browser's proxy checks each hop's address but not its host
+            # (it cannot tell a main-frame redirect from another host's script), so a page that
+            # was redirected off the allowed hosts fails here. Plain HTTP checked each hop
+            # before following it (_GuardedRedirects).
             self._gate.check_redirect(final_url)
         return fetched, final_url, self._fetcher.fetched_with
 
@@ -162,14 +164,12 @@ class _CrawlRun:
         return CrawlReport(tuple(self._pages), tuple(self._failures), fetched_with)
 
 
-def _start_fetcher(
-    cfg: WebConfig, opener: urllib.request.OpenerDirector, stack: contextlib.ExitStack
-) -> Fetcher:
+def _start_fetcher(cfg: WebConfig, gate: HostGate, stack: contextlib.ExitStack) -> Fetcher:
     try:
-        return stack.enter_context(chromium_fetcher(cfg))
+        return stack.enter_context(chromium_fetcher(cfg, gate))
     except BrowserUnavailable as exc:
         log.info("note: no browser available (%s): pages fetched without running JavaScript", exc)
-        return HttpFetcher(opener, cfg.timeout)
+        return HttpFetcher(gate, web_limits(cfg))
 
 
 def _fail(url: str, reason: str) -> FailedPage:

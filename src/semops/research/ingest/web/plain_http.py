@@ -1,16 +1,21 @@
-"""Plain HTTP GETs, within the gate, a time limit and a size limit: robots.txt files, and pages
-where no browser can start (their JavaScript is then not run)."""
+"""Plain HTTP GETs through the gate: robots.txt files, and pages where no browser can start
+(their JavaScript is then not run).
+
+Every connection goes to the address the gate checked for the host, never to one a second DNS
+lookup gives (DNS rebinding); the Host header, SNI and the certificate check keep the host name.
+Each GET keeps to research.web.timeout (connecting, headers and body together) and
+research.web.max_bytes (semops.netread).
+"""
 
 from __future__ import annotations
 
-import http.client
-import socket
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from semops.config.research import WebConfig
+from semops.netread import NetReadError, ReadLimits, open_url
 from semops.research.ingest.charset import decode_html
 from semops.research.ingest.web.fetched import (
     Fetched,
@@ -23,7 +28,6 @@ from semops.research.ingest.web.urls import normalize_url
 
 # Both the robots.txt user agent we obey and the one the plain-HTTP fetch sends.
 USER_AGENT = "semops-research"
-MAX_PAGE_BYTES = 20 * 2**20
 
 
 class _GuardedRedirects(urllib.request.HTTPRedirectHandler):
@@ -48,8 +52,14 @@ class _GuardedRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def guarded_opener(gate: HostGate) -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(_GuardedRedirects(gate))
+def web_limits(cfg: WebConfig, timeout: float | None = None) -> ReadLimits:
+    """research.web's limits on one GET (`timeout` when shorter than research.web.timeout)."""
+    return ReadLimits(
+        timeout=cfg.timeout if timeout is None else min(timeout, cfg.timeout),
+        max_bytes=cfg.max_bytes,
+        timeout_key="research.web.timeout",
+        max_bytes_key="research.web.max_bytes",
+    )
 
 
 @dataclass(frozen=True)
@@ -60,56 +70,39 @@ class Response:
     body: bytes
 
 
-def http_get(
-    opener: urllib.request.OpenerDirector, url: str, timeout: float, require_html: bool
-) -> Response:
-    """GET `url`; an HTTP error status is returned (without its body), a network error raised
-    as PageFailure. The body is read within about `timeout` and at most MAX_PAGE_BYTES."""
+def http_get(gate: HostGate, url: str, limits: ReadLimits, require_html: bool) -> Response:
+    """GET `url` at the gate's address for its host (redirects too, each through the gate); an
+    HTTP error status is returned (without its body), a network error or a broken limit raised
+    as PageFailure."""
     request = urllib.request.Request(
         url, headers={"User-Agent": USER_AGENT, "Accept": "text/html,*/*;q=0.5"}
     )
-    deadline = time.monotonic() + timeout
+    # The crawl checked `url`'s scope, _GuardedRedirects each hop's (with the best message);
+    # the pin only connects to the address checked for the host.
+    redirects = (_GuardedRedirects(gate),)
     try:
-        with opener.open(request, timeout=timeout) as response:
-            content_type = response.headers.get("Content-Type")
+        with open_url(request, limits, redirects, pin=gate.checked_address) as reading:
+            content_type = reading.response.headers.get("Content-Type")
             if require_html and not is_html_content_type(content_type):
                 raise PageFailure(f"not an HTML page (content type {content_type})")
-            body = bytearray()
-            while chunk := response.read(1 << 16):
-                body += chunk
-                if len(body) > MAX_PAGE_BYTES:
-                    raise PageFailure(f"larger than {MAX_PAGE_BYTES // 2**20} MiB")
-                if time.monotonic() > deadline:
-                    raise PageFailure(f"timed out after {timeout:g} s")
-            return Response(response.geturl(), response.status, content_type, bytes(body))
+            body = reading.read_all()
+            return Response(reading.response.geturl(), reading.response.status, content_type, body)
     except urllib.error.HTTPError as exc:
         exc.close()
         return Response(exc.geturl() or url, exc.code, exc.headers.get("Content-Type"), b"")
-    except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
-        raise PageFailure(_network_reason(exc, timeout)) from None
-
-
-def _network_reason(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
-        exc = exc.reason
-    if isinstance(exc, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"DNS lookup failed ({exc.strerror})"
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    except NetReadError as exc:
+        raise PageFailure(exc.reason) from None
 
 
 class HttpFetcher:
     fetched_with: FetchedWith = "http"
 
-    def __init__(self, opener: urllib.request.OpenerDirector, timeout: float) -> None:
-        self._opener = opener
-        self._timeout = timeout
+    def __init__(self, gate: HostGate, limits: ReadLimits) -> None:
+        self._gate = gate
+        self._limits = limits
 
     def fetch(self, url: str) -> Fetched:
-        response = http_get(self._opener, url, self._timeout, require_html=True)
+        response = http_get(self._gate, url, self._limits, require_html=True)
         if not 200 <= response.status < 300:
             raise PageFailure(f"HTTP {response.status}")
         html = decode_html(response.body, response.content_type)

@@ -3,12 +3,11 @@ wildcards that sites write their rules with."""
 
 from __future__ import annotations
 
-import urllib.request
-
 from protego import Protego
 
+from semops.netread import ReadLimits
 from semops.research.ingest.web.fetched import PageFailure
-from semops.research.ingest.web.gate import Pacer
+from semops.research.ingest.web.gate import HostGate, Pacer
 from semops.research.ingest.web.plain_http import USER_AGENT, http_get
 from semops.research.ingest.web.urls import site_of
 
@@ -17,10 +16,10 @@ class Robots:
     """robots.txt of each site, fetched once (RFC 9309: a 4xx file allows all, an unreachable
     one disallows all)."""
 
-    def __init__(self, opener: urllib.request.OpenerDirector, pacer: Pacer, timeout: float) -> None:
-        self._opener = opener
+    def __init__(self, gate: HostGate, pacer: Pacer, limits: ReadLimits) -> None:
+        self._gate = gate
         self._pacer = pacer
-        self._timeout = timeout
+        self._limits = limits
         # The rules, or why the whole site counts as disallowed.
         self._rules: dict[str, Protego | str] = {}
 
@@ -38,7 +37,7 @@ class Robots:
         robots_url = f"{site}/robots.txt"
         self._pacer.wait(robots_url)
         try:
-            response = http_get(self._opener, robots_url, self._timeout, require_html=False)
+            response = http_get(self._gate, robots_url, self._limits, require_html=False)
         except PageFailure as exc:
             return f"{exc} (fetching {robots_url})"
         if response.status >= 500:
