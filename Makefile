@@ -8,6 +8,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
+# `make serve`: the champion MLflow Model of params.yaml's data set, as a REST endpoint
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 5001
 # Extra pip index for torch on machines without a GPU (e.g. PyTorch's CPU wheel index): PyPI's
 # Linux torch wheel is the CUDA build. Empty: use pip's configured indexes.
 TORCH_INDEX_URL ?=
@@ -24,7 +27,7 @@ export
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup browser params run repro exp show ui mirror ask test reliability lint bench clean
+.PHONY: help setup browser params run repro exp show ui serve mirror predict ask test reliability lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,8 +77,19 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over mlruns/ (every run, plots, mode
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT) --workers 1
 
+serve: $(STAMP) ## Serve models:/<experiment>-<data set>@champion on 127.0.0.1:5001 (POST raw rows to /invocations)
+	@name=$$($(BIN)/python -c 'from semops.tracking.registry import params_model_name; print(params_model_name())') && \
+	uri=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db} && \
+	echo "serve: models:/$$name@champion on http://$(SERVE_HOST):$(SERVE_PORT)/invocations" && \
+	MLFLOW_TRACKING_URI=$$uri MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false exec $(BIN)/mlflow models serve -m "models:/$$name@champion" \
+		--env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
+
 mirror: $(STAMP) ## Mirror results that could not reach MLflow when they were produced
 	@$(BIN)/semops mirror
+
+predict: $(STAMP) ## Score raw rows: make predict IN=rows.csv OUT=predictions.parquet [MODEL=models:/NAME@champion]
+	@test -n "$(IN)" -a -n "$(OUT)" || { echo 'usage: make predict IN=rows.{csv,parquet} OUT=predictions.{parquet,csv} [MODEL=...]' >&2; exit 2; }
+	@$(BIN)/semops predict --input "$(IN)" --output "$(OUT)" $(if $(MODEL),--model "$(MODEL)")
 
 ask: $(STAMP) ## Ask the research index with citations: make ask Q="How do I copy an object?"
 	@test -n "$(Q)" || { echo 'usage: make ask Q="your question"' >&2; exit 2; }

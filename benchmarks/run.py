@@ -29,11 +29,13 @@ from typing import Any
 from benchmarks import (
     cold,
     noop,
+    predict,
     quality,
     research,
     research_embedding,
     research_store,
     scaling,
+    serve,
     train_throughput,
 )
 from benchmarks.common import REPO, Context, atomic_write, machine_info
@@ -50,9 +52,12 @@ RUNNERS: dict[str, ModuleType] = {
     "research": research,
     "embedding": research_embedding,
     "store": research_store,
+    "predict": predict,
+    "serve": serve,
 }
 BENCHMARKS = tuple(RUNNERS)
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
+KEPT_NOTE = "(kept from an earlier `make bench` run: not rerun this time)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +81,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scaling-budget", type=float, default=300.0, help="seconds per size for clean + featurize"
     )
+    parser.add_argument(
+        "--predict-rows", type=int, default=1_000_000, help="rows scored by `semops predict`"
+    )
+    parser.add_argument(
+        "--predict-big-rows", type=int, default=4_000_000, help="the larger file, for peak memory"
+    )
+    parser.add_argument("--predict-repeats", type=int, default=3)
+    parser.add_argument("--serve-single", type=int, default=200, help="1-row requests timed")
+    parser.add_argument("--serve-batch", type=int, default=50, help="1,000-row requests timed")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where results.md/json go")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary repos (path printed)"
@@ -99,7 +113,7 @@ def earlier_results(path: Path) -> dict[str, Result]:
     for name, raw in json.loads(path.read_text())["benchmarks"].items():
         targets = [Target(t["metric"], t["display"], t["target"], t["met"]) for t in raw["targets"]]
         tables = [Table(t["columns"], t["rows"], t["title"]) for t in raw["tables"]]
-        notes = [*raw["notes"], "(kept from an earlier `make bench` run: not rerun this time)"]
+        notes = [n for n in raw["notes"] if n != KEPT_NOTE] + [KEPT_NOTE]
         kept[name] = Result(
             name, raw["title"], targets, tables, notes, raw["raw"], raw["error"], raw["seconds"]
         )

@@ -69,7 +69,7 @@ def generate(raw: Path, rows: int, out: Path) -> dict[str, Any]:
 
 def clean(source: Path, params: Path, workdir: Path) -> dict[str, Any]:
     from semops.config.schema import load_section
-    from semops.io import read_table, write_parquet
+    from semops.io import read_table, write_json, write_parquet
     from semops.tabular.clean import clean_and_split
 
     data = load_section("data", params)
@@ -84,12 +84,13 @@ def clean(source: Path, params: Path, workdir: Path) -> dict[str, Any]:
     in_memory = int(raw.memory_usage(deep=True).sum())
     raw_rows = len(raw)
     start = time.perf_counter()
-    parts, report = clean_and_split(raw, data, split)  # what stages/clean.py calls
+    parts, report, schema = clean_and_split(raw, data, split)  # what stages/clean.py calls
     del raw
     t["clean_and_split"] = time.perf_counter() - start
     start = time.perf_counter()
     for name, part in parts.items():
         write_parquet(workdir / f"interim-{name}.parquet", part)
+    write_json(workdir / "schema.json", schema)
     t["write"] = time.perf_counter() - start
     return {
         "raw_rows": raw_rows,
@@ -108,7 +109,7 @@ def clean(source: Path, params: Path, workdir: Path) -> dict[str, Any]:
 def featurize(params: Path, workdir: Path) -> dict[str, Any]:
     from semops import paths
     from semops.config.schema import load_section
-    from semops.io import read_table, write_arrow, write_json
+    from semops.io import read_json, read_table, write_arrow, write_json
     from semops.tabular.features import fit_featurizer, transform
 
     data = load_section("data", params)
@@ -119,7 +120,7 @@ def featurize(params: Path, workdir: Path) -> dict[str, Any]:
     train = read_table(workdir / "interim-train.parquet")
     t["read"] += time.perf_counter() - start
     start = time.perf_counter()
-    spec = fit_featurizer(train, data.target, data.positive, cfg)
+    spec = fit_featurizer(train, read_json(workdir / "schema.json"), data.positive, cfg)
     write_json(workdir / "featurizer.json", spec)
     t["fit"] += time.perf_counter() - start
     rows = 0

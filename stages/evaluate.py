@@ -15,12 +15,15 @@ def main() -> None:
     classifier, meta = predict.load(paths.MODEL_DIR)
     x_train, y_train, _ = load_features(paths.processed_split("train"))
     x_test, y_test, _ = load_features(paths.processed_split("test"))
+    classes = meta["classes"]
     proba = classifier.predict_proba(x_test)
-    scores = ev.classification_metrics(proba, y_test, cfg.threshold)
-    baseline = ev.classification_metrics(
-        fit_logreg(x_train, y_train, len(meta["classes"])).predict_proba(x_test),
-        y_test,
-        cfg.threshold,
+    scores = ev.classification_metrics(proba, y_test, cfg.threshold, classes)
+    baseline = ev.scalar_metrics(
+        ev.classification_metrics(
+            fit_logreg(x_train, y_train, len(classes)).predict_proba(x_test),
+            y_test,
+            cfg.threshold,
+        )
     )
     write_json(
         paths.EVAL_METRICS,
@@ -31,7 +34,6 @@ def main() -> None:
             "lift_over_baseline": ev.lift(scores, baseline),
         },
     )
-    classes = meta["classes"]
     predicted = ev.predicted_labels(proba, cfg.threshold)
     write_csv(paths.ROC_PLOT, ev.roc_points(proba, y_test))
     write_csv(paths.PR_PLOT, ev.pr_points(proba, y_test))
@@ -43,7 +45,7 @@ def main() -> None:
             "predicted": [classes[i] for i in predicted],
         },
     )
-    print("evaluate: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    print("evaluate: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.scalar_metrics(scores).items()))
 
 
 if __name__ == "__main__":

@@ -1,23 +1,46 @@
 """train: fit the configured model on train with early stopping on val; save it and its history."""
 
+import logging
+import time
+
 from semops import paths
 from semops.config.schema import load_section
-from semops.io import read_json, write_csv, write_json
+from semops.io import read_json, sha256_file, write_csv, write_json
+from semops.progress import Progress
 from semops.stage import run_stage
 from semops.tabular import models
 from semops.tabular.featureio import load_features
 from semops.tabular.models import base, training
 
+LOG_EVERY = 10  # epochs between progress lines where stderr is no terminal (dvc repro's logs)
+
 
 def main() -> None:
     model_cfg = load_section("model")
     train_cfg = load_section("train")
-    classes = read_json(paths.FEATURIZER)["target"]["classes"]
+    featurizer = read_json(paths.FEATURIZER)
+    classes = featurizer["target"]["classes"]
     x_train, y_train, names = load_features(paths.processed_split("train"))
     x_val, y_val, _ = load_features(paths.processed_split("val"))
     data = base.TrainingData(x_train, y_train, x_val, y_val, n_classes=len(classes))
-    fitted = training.fit(model_cfg, train_cfg, data)
-    models.save(fitted, paths.MODEL_DIR, {"features": names, "classes": classes})
+    epoch_end_ms: list[int] = []
+    budget = training.epoch_budget(model_cfg, train_cfg)
+    log = logging.getLogger("semops.train")
+    with Progress(log, "train", budget, "epoch", LOG_EVERY) as progress:
+
+        def on_epoch(row: dict[str, float]) -> None:
+            epoch_end_ms.append(time.time_ns() // 1_000_000)
+            progress.update(train_loss=row["train_loss"], val_loss=row["val_loss"])
+
+        fitted = training.fit(model_cfg, train_cfg, data, on_epoch)
+    models.save(fitted, paths.MODEL_DIR, {"features": names, "classes": classes}, featurizer)
+    write_json(
+        paths.TRAIN_TIMES,
+        {
+            "model_sha256": sha256_file(paths.MODEL_DIR / models.WEIGHTS),
+            "epoch_end_ms": epoch_end_ms,
+        },
+    )
     write_csv(
         paths.TRAIN_HISTORY, {k: [row[k] for row in fitted.history] for k in fitted.history[0]}
     )

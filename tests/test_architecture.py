@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "semops.paths",
         "semops.io",
         "semops.log",
+        "semops.progress",
         "semops.redaction",
         "semops.environment",
         "semops.netread",

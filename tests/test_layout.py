@@ -73,9 +73,10 @@ def closure(path: Path, extra: set[str]) -> set[str]:
     return {str(module_file(n).relative_to(SRC)) for n in seen}  # type: ignore[union-attr]
 
 
-# Modules run without a static import: semops.tracking.plots, a subprocess of the track stage.
+# Modules run without a static import: semops.tracking.plots, a subprocess of the track stage;
+# semops.tracking.pyfunc_model, the code of the MLflow Model the track stage logs.
 DYNAMIC = {
-    "track": {"semops.tracking.plots"},
+    "track": {"semops.tracking.plots", "semops.tracking.pyfunc_model"},
 }
 
 
@@ -102,7 +103,7 @@ def test_dvc_yaml_paths_are_those_of_paths_py() -> None:
     name = "${data.name}"
     split_files = lambda where: {str(where(s)) for s in paths.SPLITS}  # noqa: E731
     assert outs("download") == {str(paths.raw_dir(name))}
-    assert outs("clean") == split_files(paths.interim_split)
+    assert outs("clean") == split_files(paths.interim_split) | {str(paths.INPUT_SCHEMA)}
     assert outs("clean", "metrics") == {str(paths.CLEAN_METRICS)}
     assert outs("featurize") == split_files(paths.processed_split) | {str(paths.FEATURIZER)}
     assert outs("train") == {str(paths.MODEL_DIR)}

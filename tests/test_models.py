@@ -195,7 +195,7 @@ def test_mlp_training_is_byte_identical_for_the_same_seed(tmp_path: Path) -> Non
     weights = []
     for run, seed in enumerate((0, 0, 1)):
         fitted = training.fit(*mlp_settings(seed), data)
-        models.save(fitted, tmp_path / str(run), {})
+        models.save(fitted, tmp_path / str(run), {}, {})
         weights.append((tmp_path / str(run) / models.WEIGHTS).read_bytes())
     assert weights[0] == weights[1]
     assert weights[0] != weights[2]
@@ -248,9 +248,14 @@ def test_save_then_load_gives_identical_predictions(
     fitted, data = fitted_model(kind)
     directory = tmp_path / "model"
     models.save(
-        fitted, directory, {"classes": ["a", "b", "c"][: data.n_classes], "features": ["f"] * 5}
+        fitted,
+        directory,
+        {"classes": ["a", "b", "c"][: data.n_classes], "features": ["f"] * 5},
+        {"features": ["f"] * 5},
     )
-    assert sorted(p.name for p in directory.iterdir()) == [models.META, models.WEIGHTS]
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [models.FEATURIZER, models.META, models.WEIGHTS]
+    )
 
     header = read_safetensors_header(directory / models.WEIGHTS)
     assert set(header) - {"__metadata__"} == set(fitted.tensors)
@@ -278,15 +283,18 @@ def test_save_then_load_gives_identical_predictions(
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     # Saving again gives the same bytes.
     models.save(
-        fitted, tmp_path / "again", {"classes": meta["classes"], "features": meta["features"]}
+        fitted,
+        tmp_path / "again",
+        {"classes": meta["classes"], "features": meta["features"]},
+        {"features": ["f"] * 5},
     )
-    for name in (models.META, models.WEIGHTS):
+    for name in (models.FEATURIZER, models.META, models.WEIGHTS):
         assert (tmp_path / "again" / name).read_bytes() == (directory / name).read_bytes()
 
 
 def test_load_rejects_unknown_kind_and_bad_weights(tmp_path: Path) -> None:
     fitted, _ = fitted_model("logreg")
-    models.save(fitted, tmp_path, {})
+    models.save(fitted, tmp_path, {}, {})
     for corrupt in (
         b"",
         b"\x00\x01 not safetensors",
@@ -447,3 +455,20 @@ def test_train_stage_weights_do_not_depend_on_mkls_code_path(tmp_path: Path) -> 
         assert result.returncode == 0, result.stderr
         weights.append((workdir / "data/models/model" / models.WEIGHTS).read_bytes())
     assert weights[1:] == weights[:1] * 2
+
+
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        MlpConfig("mlp", hidden=8, layers=1),
+        LogregConfig("logreg"),
+        GbdtConfig("gbdt", max_iter=12, learning_rate=0.3, max_leaf_nodes=4, min_samples_leaf=3),
+    ],
+    ids=lambda cfg: cfg.name,
+)
+def test_every_trainer_reports_each_epoch_as_it_ends(model_cfg: Any) -> None:
+    reported: list[dict[str, float]] = []
+    train_cfg = TrainConfig(seed=0, epochs=6, early_stopping=EarlyStopping(patience=50))
+    fitted = training.fit(model_cfg, train_cfg, training_data(2), reported.append)
+    assert reported == fitted.history
+    assert len(reported) == training.epoch_budget(model_cfg, train_cfg)

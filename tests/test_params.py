@@ -498,3 +498,113 @@ def test_params_yaml_meets_its_json_schema_which_editors_are_told_of() -> None:
     jsonschema.validate(read_params(REPO / "params.yaml"), schema)
     with pytest.raises(jsonschema.ValidationError, match="'epoch' was unexpected"):
         jsonschema.validate(with_value("train.epoch", 1), schema)
+
+
+# ---------------------------------------------------------------- class labels
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, "1"), ("1", "1"), (0, "0"), ("yes", "yes")])
+def test_positive_is_text_or_an_integer_made_text(value: Any, expected: str) -> None:
+    assert parse_section("data", with_value("data.positive", value)).positive == expected
+
+
+@pytest.mark.parametrize(("value", "shown"), [(True, "True (bool)"), (1.0, "1.0 (float)")])
+def test_positive_is_no_boolean_nor_float(value: Any, shown: str) -> None:
+    message = error_for(with_value("data.positive", value), "data")
+    assert message.startswith("data.positive ")
+    assert shown in message
+
+
+def test_text_is_a_column_type() -> None:
+    data = parse_section("data", with_value("data.types", {"review": "text", "zip": "categorical"}))
+    assert data.types == {"review": "text", "zip": "categorical"}
+
+
+@pytest.mark.parametrize("key", ["max_categories", "text_features"])
+def test_featurize_widths_are_positive(key: str) -> None:
+    message = error_for(with_value(f"featurize.{key}", 0), "featurize")
+    assert f"featurize.{key}" in message
+    assert message.endswith("got 0")
+
+
+# --------------------------------------------------- composing fills in the defaults
+
+
+def conf_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    return conf
+
+
+def test_a_multiclass_data_file_without_positive_composes_and_cleans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    import yaml
+    from stagekit import run_stage
+
+    rows = ["x,colour,y"] + [f"{i},{['red', 'blue'][i % 2]},{'abc'[i % 3]}" for i in range(60)]
+    csv = tmp_path / "three.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    conf = conf_copy(tmp_path)
+    sha256 = hashlib.sha256(csv.read_bytes()).hexdigest()
+    (conf / "data/three.yaml").write_text(
+        f"name: three\nsource: {{kind: file, path: {csv}, sha256: {sha256}}}\ntarget: y\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    compose_params(["data=three"], output=work / "params.yaml", conf_dir=conf)
+    data = yaml.safe_load((work / "params.yaml").read_text())["data"]
+    assert data["positive"] is None  # DVC's clean stage declares data.positive
+    keys = ["name", "source", "target", "positive", "drop", "types", "valid", "key"]
+    assert list(data) == keys  # each default in the schema's place
+    for stage in ("download", "clean"):
+        result = run_stage(work, stage)
+        assert result.returncode == 0, f"{stage}: {result.stderr[-2000:]}"
+    report = json.loads((work / "data/reports/clean.json").read_text())
+    assert report["classes"] == {"a": 20, "b": 20, "c": 20}
+
+
+def test_every_key_a_section_omits_is_composed_with_its_default(tmp_path: Path) -> None:
+    import yaml
+
+    conf = conf_copy(tmp_path)
+    config = conf / "config.yaml"
+    config.write_text(config.read_text().replace("  max_categories: 100", "", 1))
+    train = conf / "train/default.yaml"
+    train.write_text(train.read_text().replace("  min_delta: 0.0", "", 1))
+    (conf / "model/logreg.yaml").write_text("name: logreg\n")
+    out = tmp_path / "params.yaml"
+    compose_params(["model=logreg"], output=out, conf_dir=conf)
+    params = yaml.safe_load(out.read_text())
+    # Each in the schema's place: after the key before it there.
+    assert list(params["featurize"])[2:4] == ["min_category_count", "max_categories"]
+    assert params["featurize"]["max_categories"] == 100
+    assert params["train"]["early_stopping"] == {"patience": 15, "min_delta": 0.0}
+    assert params["model"] == {"name": "logreg", "C": 1.0, "max_iter": 100}
+    # The entries of a mapping are the data set's own: no `max: null` is added to a range.
+    assert params["data"]["valid"]["Income"] == {"min": 0}
+    validate_all(params)
+
+
+def test_conf_base_data_defaults_are_the_schemas() -> None:
+    """conf/base/data.yaml gives a conf/data file's omitted keys to every composition (DVC's
+    own too, `dvc exp run -S data=...`): its defaults must be DataConfig's."""
+    import yaml
+    from projectkit import REPO
+
+    base = yaml.safe_load((REPO / "conf/base/data.yaml").read_text())
+    fields = {f.name: f for f in dataclasses.fields(DataConfig)}
+    assert set(base) == set(fields)
+    for name, value in base.items():
+        field = fields[name]
+        if field.default is not dataclasses.MISSING:
+            assert value == field.default, name
+        elif field.default_factory is not dataclasses.MISSING:
+            assert value == field.default_factory(), name
+        else:
+            assert value == "???", name  # required: Hydra fails naming it when a file omits it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,16 @@ def dvc_metrics(project: Path) -> dict[str, float]:
     return metrics
 
 
-def mlflow_runs(project: Path) -> list[Any]:
+def tabular(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics a tabular run holds: research.json's go to the research run."""
+    return {k: v for k, v in metrics.items() if not k.startswith("research.")}
+
+
+def mlflow_runs(project: Path, experiment_name: str = "semops") -> list[Any]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("semops")
+    experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
     return client.search_runs([experiment.experiment_id], max_results=1000)
@@ -62,6 +68,8 @@ def ran_stages(output: str) -> list[str]:
 def test_repro_from_scratch_runs_every_stage_and_mirrors_to_mlflow(built_project: Path) -> None:
     log = (built_project / "first-repro.log").read_text()
     assert ran_stages(log) == list(STAGES)
+    # Training shows its progress in DVC's captured output: a line every ten epochs.
+    assert re.search(r"train: epoch 10/200  train_loss \d\.\d{4}  val_loss \d\.\d{4}", log)
     # Byte-identical outputs: a run from scratch reproduces every hash of the committed dvc.lock.
     assert run(["git", "diff", "--stat", "dvc.lock"], built_project).stdout == ""
     metrics = dvc_metrics(built_project)
@@ -69,7 +77,12 @@ def test_repro_from_scratch_runs_every_stage_and_mirrors_to_mlflow(built_project
     runs = mlflow_runs(built_project)
     assert len(runs) == 1
     logged = runs[0].data.metrics
-    assert {k: logged[k] for k in metrics} == metrics
+    assert {k: logged[k] for k in tabular(metrics)} == tabular(metrics)
+    assert not any(k.startswith("research") for k in [*logged, *runs[0].data.params])
+    research_runs = mlflow_runs(built_project, "semops-research")
+    assert len(research_runs) == 1
+    research_metrics = {k: v for k, v in metrics.items() if k not in tabular(metrics)}
+    assert {k: research_runs[0].data.metrics[k] for k in research_metrics} == research_metrics
     head = run(["git", "rev-parse", "HEAD"], built_project).stdout.strip()
     manifest = json.loads((built_project / "data/raw/credit/manifest.json").read_text())
     assert runs[0].data.tags["git_commit"] == head
@@ -82,10 +95,11 @@ def test_repro_from_scratch_runs_every_stage_and_mirrors_to_mlflow(built_project
     assert len(client.get_metric_history(runs[0].info.run_id, "val_loss")) == len(history) - 1
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
     assert {"plots/roc.png", "plots/confusion.png", "plots/history.png"} <= artifacts
-    assert {a.path for a in client.list_artifacts(runs[0].info.run_id, "model")} == {
-        "model/model.json",
-        "model/model.safetensors",
-    }
+    # The run's MLflow Model, registered as the data set's champion, scores raw rows.
+    [output] = runs[0].outputs.model_outputs
+    champion = client.get_model_version_by_alias("semops-credit", "champion")
+    assert champion.run_id == runs[0].info.run_id
+    assert champion.source == f"models:/{output.model_id}"
 
 
 def test_second_repro_does_no_work_and_adds_no_run(project_copy: Path) -> None:
@@ -153,16 +167,19 @@ def test_unreachable_mlflow_keeps_results_and_mirror_logs_them_later(project_cop
     )
     assert "could not be reached" in result.stdout
     assert ran_stages(result.stdout) == ["evaluate", "track"]
-    pending = list((project_copy / "mlruns/pending").iterdir())
-    assert len(pending) == 1
+    # The tabular result, and the research result too: logged to the sqlite store before, it is
+    # still to be logged to this one.
+    tracked = json.loads((project_copy / "data/reports/mlflow.json").read_text())
+    pending = sorted(p.name for p in (project_copy / "mlruns/pending").iterdir())
+    assert pending == sorted([tracked["result_id"], tracked["research_result_id"]])
     assert len(mlflow_runs(project_copy)) == before
 
     mirrored = run(["semops", "mirror"], project_copy)
-    assert "1 pending result(s) mirrored" in mirrored.stdout
+    assert "2 pending result(s) mirrored" in mirrored.stdout
     assert not list((project_copy / "mlruns/pending").iterdir())
     runs = mlflow_runs(project_copy)
     assert len(runs) == before + 1
-    newest = next(r for r in runs if r.data.tags[RESULT_TAG] == pending[0].name)
-    metrics = dvc_metrics(project_copy)
+    newest = next(r for r in runs if r.data.tags[RESULT_TAG] == tracked["result_id"])
+    metrics = tabular(dvc_metrics(project_copy))
     assert {k: newest.data.metrics[k] for k in metrics} == metrics
     assert "0 pending result(s)" in run(["semops", "mirror"], project_copy).stdout

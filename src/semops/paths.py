@@ -42,11 +42,15 @@ def processed_split(split: str) -> Path:
     return PROCESSED / f"{split}.parquet"
 
 
+# The raw columns a model takes, how each is cleaned, and example raw rows (the clean stage's).
+INPUT_SCHEMA = INTERIM / "schema.json"
 FEATURIZER = PROCESSED / "featurizer.json"
 MODEL_DIR = MODELS / "model"
 CLEAN_METRICS = REPORTS / "clean.json"
 TRAIN_METRICS = REPORTS / "train.json"
 TRAIN_HISTORY = REPORTS / "train_history.csv"
+# When each epoch ended, for MLflow's metric timestamps: not a DVC output (no two runs agree).
+TRAIN_TIMES = REPORTS / "train_times.json"
 EVAL_METRICS = REPORTS / "metrics.json"
 ROC_PLOT = PLOTS / "roc.csv"
 PR_PLOT = PLOTS / "pr.csv"
@@ -69,6 +73,9 @@ DVC_RWLOCK = Path(".dvc") / "tmp" / "rwlock"
 
 # The result id the track stage mirrored: its absence (a fresh clone) makes the stage run.
 TRACKED = REPORTS / "mlflow.json"
+# The store that result went to: not a DVC output (a server's URL differs between teammates,
+# the sqlite store's path between clones), so dvc.lock is the same for all.
+TRACKED_STORE = REPORTS / "mlflow_store.json"
 
 
 def project_root() -> Path:

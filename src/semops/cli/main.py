@@ -1,5 +1,6 @@
-"""The `semops` command line: compose params, report results, mirror to MLflow, and the
-research index (`semops research ask|search|add|remove|sources|rebuild`)."""
+"""The `semops` command line: compose params, report results, mirror to MLflow, score raw rows
+(`semops predict`), and the research index
+(`semops research ask|search|add|remove|sources|rebuild`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from semops.cli import predict as predict_command
 from semops.cli import research as research_commands
 from semops.errors import SemopsError
 
@@ -35,9 +37,20 @@ def _report(args: argparse.Namespace) -> None:
     print(
         f"\nTest metrics ({metrics['test_rows']} rows)   model  logreg baseline  model - baseline"
     )
-    for key in test:
+    for key, value in test.items():
+        if not isinstance(value, int | float) or key not in base:  # per class: the table below
+            continue
         name = f"{key} (lower is better)" if key in lower_is_better else key
-        print(f"  {name:<28}{test[key]:>8.4f}{base[key]:>12.4f}{test[key] - base[key]:>+14.4f}")
+        print(f"  {name:<28}{value:>8.4f}{base[key]:>12.4f}{value - base[key]:>+14.4f}")
+    per_class = test.get("per_class", {})
+    if per_class:
+        width = max(12, *(len(name) + 2 for name in per_class))
+        print(f"\n  {'class':<{width}}precision    recall        f1   support")
+        for name, row in per_class.items():
+            print(
+                f"  {name:<{width}}{row['precision']:>9.4f}{row['recall']:>10.4f}"
+                f"{row['f1']:>10.4f}{row['support']:>10d}"
+            )
     print(
         "\nNext:\n"
         "  make ui                     MLflow UI on http://127.0.0.1:5000 (runs, plots, models)\n"
@@ -76,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("mirror", help="log results that could not reach MLflow").set_defaults(
         func=_mirror
     )
+    predict_command.add_parser(commands)
     research_commands.add_parser(commands)
     return parser
 

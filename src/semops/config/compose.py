@@ -92,6 +92,12 @@ def compose_params(
             raise SemopsError(f"{conf_dir}: cannot compose config: {exc}") from exc
         composed = read_params(tmp)
         validate_all(composed)
+        completed = with_defaults(composed)
+        if completed != composed:
+            from omegaconf import OmegaConf
+
+            tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(completed)), encoding="utf-8")
+            composed = completed
         check_against_raw_data(composed)
         before = previous_values(output)
     after = flatten(composed)
@@ -100,6 +106,51 @@ def compose_params(
         for key in sorted(set(before) | set(after))
         if before and before.get(key) != after.get(key)
     ]
+
+
+def with_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """Validated params with every key a section leaves out written in, as its schema default
+    (`data.positive: null` for a data set that omits it): DVC fails a stage whose declared
+    params (`data.positive`) are absent from params.yaml. Keys keep conf/'s order, an added one
+    following the key before it in the schema; the entries of a mapping (data.valid) are the
+    user's, so left alone."""
+    return {
+        name: _filled(value, parse_section(name, params)) if isinstance(value, dict) else value
+        for name, value in params.items()
+    }
+
+
+def _filled(raw: dict[str, Any], typed: Any) -> dict[str, Any]:
+    """`raw` with the fields of the dataclass `typed` (its validated form) that it lacks."""
+    if not dataclasses.is_dataclass(typed) or isinstance(typed, type):
+        return raw
+    schema_order = [f.name for f in dataclasses.fields(typed)]
+    filled: dict[str, Any] = {}
+    pending = [name for name in schema_order if name not in raw]
+
+    def add_missing_before(position: int) -> None:
+        while pending and schema_order.index(pending[0]) < position:
+            name = pending.pop(0)
+            filled[name] = _plain(getattr(typed, name))
+
+    for key, value in raw.items():
+        if key in schema_order:
+            add_missing_before(schema_order.index(key))
+            value = _filled(value, getattr(typed, key)) if isinstance(value, dict) else value
+        filled[key] = value
+    add_missing_before(len(schema_order))
+    return filled
+
+
+def _plain(value: Any) -> Any:
+    """A default as YAML data: settings dataclasses as mappings, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 @contextlib.contextmanager

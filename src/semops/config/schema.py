@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
 from pydantic.dataclasses import dataclass
 
 from semops.config.research import ResearchConfig
@@ -114,6 +122,19 @@ class ValidRange:
             raise ConfigError(f"data.valid: min {self.min!r} is greater than max {self.max!r}")
 
 
+def _integer_as_text(value: Any) -> Any:
+    """An integer class label as the text the clean stage names the class by (`positive: 1`
+    for a 0/1 target); booleans are no integers here."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+ClassLabel = Annotated[
+    StrictStr,
+    BeforeValidator(_integer_as_text),
+    WithJsonSchema({"type": ["string", "integer"]}),
+]
+
+
 @dataclass(frozen=True, config=STRICT)
 class DataConfig:
     """One data set: where it comes from, its target, and the cleaning rules of its columns."""
@@ -121,9 +142,13 @@ class DataConfig:
     name: StrictStr
     source: Source
     target: StrictStr
-    positive: StrictStr | None = None
+    positive: ClassLabel | None = None
+    """The positive class of a binary target (a string, or an integer for a 0/1 target); null
+    for a multiclass one."""
     drop: list[StrictStr] = field(default_factory=list)
-    types: dict[str, Literal["numeric", "categorical"]] = field(default_factory=dict)
+    types: dict[str, Literal["numeric", "categorical", "text"]] = field(default_factory=dict)
+    """How a column is cleaned and encoded where inference is not enough; `text` is free text
+    (word and character n-gram TF-IDF)."""
     valid: dict[str, ValidRange] = field(default_factory=dict)
     key: list[StrictStr] = field(default_factory=list)
     """Raw columns whose values decide a row's split (rows sharing a key share a split);
@@ -188,6 +213,12 @@ class FeaturizeConfig:
     """Standardise numerics with the training mean and standard deviation."""
     min_category_count: PositiveInt = 1
     """Categories seen fewer times than this in training encode as all zeros, like unseen ones."""
+    max_categories: PositiveInt = 100
+    """One-hot width cap per categorical column: the most frequent training categories (ties
+    alphabetical) get a feature each, the rarer ones share one `<column>=<OTHER>` feature."""
+    text_features: PositiveInt = 300
+    """TF-IDF terms per text column: the word and character n-grams in the most training rows
+    (at least 2; ties alphabetical)."""
 
 
 # -------------------------------------------------------------------------- model

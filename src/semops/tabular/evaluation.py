@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,15 +51,21 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def classification_metrics(
-    proba: np.ndarray, labels: np.ndarray, threshold: float
-) -> dict[str, float]:
-    """Binary: scores of the positive class (the last column). Multiclass: macro one-vs-rest."""
+    proba: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    classes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Binary: scores of the positive class (the last column), scalars only. Multiclass: roc_auc,
+    pr_auc and f1 macro one-vs-rest, roc_auc_weighted and f1_weighted weighted by support (as
+    scikit-learn's average="weighted"), then `per_class` (precision, recall, f1, support) and
+    `confusion_matrix` (actual -> predicted -> rows), keyed by class name (`classes`, else the
+    class index)."""
     n_classes = proba.shape[1]
     absent = sorted(set(range(n_classes)) - set(np.unique(labels).tolist()))
     if absent:
         raise SemopsError(f"the test split has no rows of class index {absent}; AUCs are undefined")
     predicted = predicted_labels(proba, threshold)
-    onehot = np.eye(n_classes)[labels]
     if n_classes == 2:
         score, truth = proba[:, 1], labels == 1
         result = {
@@ -68,16 +75,73 @@ def classification_metrics(
             "brier": float(np.mean((score - truth) ** 2)),
         }
     else:
-        present = np.union1d(labels, predicted)
-        result = {
-            "roc_auc": _mean(roc_auc(labels == k, proba[:, k]) for k in range(n_classes)),
-            "pr_auc": _mean(average_precision(labels == k, proba[:, k]) for k in range(n_classes)),
-            "f1": _mean(f1(labels == k, predicted == k) for k in present),
-            "brier": float(((proba - onehot) ** 2).sum(axis=1).mean()),
-        }
+        result = _multiclass_scalars(proba, labels, predicted)
     result["accuracy"] = float(np.mean(predicted == labels))
     result["log_loss"] = log_loss(proba, labels)
-    return {k: round(float(v), DECIMALS) for k, v in sorted(result.items())}
+    scalars: dict[str, Any] = {k: round(float(v), DECIMALS) for k, v in sorted(result.items())}
+    if n_classes == 2:
+        return scalars
+    names = [str(k) for k in range(n_classes)] if classes is None else [str(c) for c in classes]
+    return {
+        **scalars,
+        "per_class": per_class_metrics(labels, predicted, names),
+        "confusion_matrix": confusion_matrix(labels, predicted, names),
+    }
+
+
+def _multiclass_scalars(
+    proba: np.ndarray, labels: np.ndarray, predicted: np.ndarray
+) -> dict[str, float]:
+    n_classes = proba.shape[1]
+    support = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    aucs = [roc_auc(labels == k, proba[:, k]) for k in range(n_classes)]
+    f1s = [f1(labels == k, predicted == k) for k in range(n_classes)]
+    onehot = np.eye(n_classes)[labels]
+    return {
+        "roc_auc": _mean(aucs),
+        "roc_auc_weighted": _weighted(aucs, support),
+        "pr_auc": _mean(average_precision(labels == k, proba[:, k]) for k in range(n_classes)),
+        "f1": _mean(f1s),
+        "f1_weighted": _weighted(f1s, support),
+        "brier": float(((proba - onehot) ** 2).sum(axis=1).mean()),
+    }
+
+
+def _weighted(values: list[float], support: np.ndarray) -> float:
+    # Summed in Python, in class order: the same bits on every machine.
+    return math.fsum(v * w for v, w in zip(values, support.tolist(), strict=True)) / math.fsum(
+        support.tolist()
+    )
+
+
+def per_class_metrics(
+    labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]
+) -> dict[str, dict[str, float | int]]:
+    """Precision, recall and F1 of each class one-vs-rest (0 where undefined, as scikit-learn's
+    zero_division), and its support (test rows)."""
+    found: dict[str, dict[str, float | int]] = {}
+    for k, name in enumerate(names):
+        truth, chosen = labels == k, predicted == k
+        hits = int(np.sum(truth & chosen))
+        found[name] = {
+            "precision": round(hits / int(chosen.sum()), DECIMALS) if chosen.any() else 0.0,
+            "recall": round(hits / int(truth.sum()), DECIMALS) if truth.any() else 0.0,
+            "f1": round(f1(truth, chosen), DECIMALS),
+            "support": int(truth.sum()),
+        }
+    return found
+
+
+def confusion_matrix(
+    labels: np.ndarray, predicted: np.ndarray, names: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Rows of each actual class (outer key) predicted as each class (inner key)."""
+    k = len(names)
+    counts = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    return {
+        actual: {name: int(counts[i, j]) for j, name in enumerate(names)}
+        for i, actual in enumerate(names)
+    }
 
 
 def predicted_labels(proba: np.ndarray, threshold: float) -> np.ndarray:
@@ -86,8 +150,14 @@ def predicted_labels(proba: np.ndarray, threshold: float) -> np.ndarray:
     return proba.argmax(axis=1)
 
 
-def lift(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    return {k: round(model[k] - baseline[k], DECIMALS) for k in model}
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The single-number metrics, without the per-class ones and the confusion matrix."""
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+def lift(model: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
+    """Model minus baseline, for each single-number metric."""
+    return {k: round(model[k] - baseline[k], DECIMALS) for k in scalar_metrics(model)}
 
 
 def curve_scores(proba: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,55 +1,35 @@
 """Mirror pipeline results to MLflow, faithfully and at most once.
 
-A result (params, DVC metrics, per-epoch history, plots, model, tags) is first written as a
-bundle under mlruns/pending/<result id>/ in the main repository, then logged; the bundle is
-removed once MLflow has it. When MLflow cannot be reached the bundle stays, the DVC results
-stand, and `semops mirror` logs every pending bundle later. The result id is a hash of the
-result's content, so logging it twice (a re-run, a retried mirror) never adds a second run.
+A result is written as bundles (`bundle`: the tabular result, and the research result in a run
+and experiment of its own) under mlruns/pending/<result id>/ in the main repository (`spool`),
+then logged (`runlog`: the run; `mlmodel`: its MLflow Model; `registry`: the model's version and
+the `champion` alias); a bundle is removed once MLflow has all of it. When MLflow cannot be
+reached the bundles stay, the DVC results stand, and `semops mirror` logs every pending bundle
+later. The result id is a hash of the result's content, so logging it twice (a re-run, a retried
+mirror) never adds a second run nor a second model version.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
-from collections.abc import Callable
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 from semops import paths
-from semops.config.schema import flatten, read_params
 from semops.errors import SemopsError
-from semops.io import FileLockedError, dump_json, locked, read_csv_rows, read_json, sha256_file
+from semops.io import FileLockedError, locked, read_json
 from semops.redaction import redact
+from semops.tracking.bundle import BUNDLE, RESEARCH, RESULT_TAG, TABULAR, build_bundles
+from semops.tracking.spool import pending_dir, spool
 
-RESULT_TAG = "semops.result_id"
-METRIC_FILES = (
-    paths.EVAL_METRICS,
-    paths.TRAIN_METRICS,
-    paths.CLEAN_METRICS,
-    paths.RESEARCH_METRICS,
-)
-PLOT_FILES = (
-    paths.ROC_PLOT,
-    paths.PR_PLOT,
-    paths.CALIBRATION_PLOT,
-    paths.CONFUSION_PLOT,
-    paths.TRAIN_HISTORY,
-)
-BUNDLE = "bundle.json"
+log = logging.getLogger(__name__)
+
 # How long a process waits for another logging to the same sqlite store before spooling.
 STORE_LOCK_TIMEOUT_S = 300.0
-
-
-def pending_dir() -> Path:
-    return paths.mlruns_dir() / "pending"
 
 
 def tracking_uri() -> str:
@@ -59,133 +39,12 @@ def tracking_uri() -> str:
     return uri or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
 
 
-def mlflow_key(key: str) -> str:
-    """MLflow accepts letters, digits and `_-. /:` in names; anything else becomes `_`."""
-    return re.sub(r"[^\w\-. /:]", "_", key)
-
-
-def metric_key_prefix(path: Path) -> str:
-    """Metrics of data/reports/metrics.json keep their own names; other files are prefixed."""
-    return "" if path == paths.EVAL_METRICS else f"{path.stem}."
-
-
-def collect_metrics() -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for path in METRIC_FILES:
-        for key, value in flatten(read_json(path), metric_key_prefix(path)).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                metrics[key] = value
-    return metrics
-
-
-def read_history(path: Path = paths.TRAIN_HISTORY) -> list[dict[str, float]]:
-    return [{k: float(v) for k, v in row.items()} for row in read_csv_rows(path)]
-
-
-def git_commit() -> str:
-    if rev := os.environ.get("DVC_EXP_BASELINE_REV"):
-        return rev
-    result = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
-def git_dirty() -> bool:
-    """Whether code or config differs from the commit (the commit alone does not describe the
-    run); dvc.lock and params.yaml are left out: DVC rewrites them as the pipeline runs."""
-    if os.environ.get("DVC_EXP_BASELINE_REV"):
-        return False  # an experiment: its params and outputs are committed to its own ref
-    result = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src", "stages", "conf", "dvc.yaml"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return bool(result.stdout.strip())
-
-
-def build_bundle(experiment: str) -> dict[str, Any]:
-    raw_params = read_params()
-    params = {mlflow_key(k): _param_value(v) for k, v in flatten(raw_params).items()}
-    metrics = {mlflow_key(k): v for k, v in collect_metrics().items()}
-    history = read_history()
-    data_name = raw_params["data"]["name"]
-    data_hash = read_json(paths.raw_manifest(data_name))["sha256"]
-    model_hash = sha256_file(paths.MODEL_DIR / "model.safetensors")
-    model_meta = read_json(paths.MODEL_DIR / "model.json")
-    content = dump_json(
-        {
-            "params": params,
-            "metrics": metrics,
-            "history": history,
-            "data": data_hash,
-            "model": model_hash,
-        }
-    )
-    result_id = hashlib.sha256(content.encode()).hexdigest()[:16]
-    exp_name = os.environ.get("DVC_EXP_NAME", "")
-    tags = {
-        RESULT_TAG: result_id,
-        "git_commit": git_commit(),
-        "git_dirty": str(git_dirty()).lower(),
-        "dvc_experiment": exp_name or "workspace",
-        "data_sha256": data_hash,
-        "model_sha256": model_hash,
-        "model": str(params.get("model.name", "")),
-        "dataset": data_name,
-        "device": str(model_meta.get("device", "")),
-    }
-    return {
-        "experiment": experiment,
-        "tracking_uri": redact(tracking_uri()),
-        "run_name": exp_name or f"workspace-{result_id[:8]}",
-        "params": params,
-        "metrics": metrics,
-        "history": history,
-        "tags": tags,
-    }
-
-
-def _param_value(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, list | dict) else str(value)
-
-
-def spool(bundle: dict[str, Any], while_rendering: Callable[[], object] = lambda: None) -> Path:
-    """Write the bundle, copies of its files and PNG renderings of its plots under pending/
-    (atomically, by rename). The plots are drawn by a subprocess, so `while_rendering` runs at
-    the same time on the other core (matplotlib's import alone takes over a second)."""
-    target = pending_dir() / bundle["tags"][RESULT_TAG]
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".spool-", dir=target.parent))
-    try:
-        (staging / BUNDLE).write_text(dump_json(bundle))
-        for path in PLOT_FILES:
-            shutil.copy2(path, staging / path.name)
-        shutil.copytree(paths.MODEL_DIR, staging / "model")
-        renderer = subprocess.Popen(
-            [sys.executable, "-m", "semops.tracking.plots", str(staging), str(staging / "plots")],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            while_rendering()
-        finally:
-            _, errors = renderer.communicate()
-        if renderer.returncode != 0:
-            raise SemopsError(f"rendering the plots failed: {errors.strip()}")
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def _import_mlflow_client() -> None:
-    _configure_client_env()
+    configure_client_env()
     try:
-        import mlflow.tracking  # noqa: F401 (seconds of imports, done while the plots render)
+        # Seconds of imports, done while the plots render.
+        import mlflow.pyfunc
+        import mlflow.tracking  # noqa: F401
     except ImportError as exc:
         raise SemopsError(
             f"the track stage needs MLflow ({exc}); install the project with its `mlops` "
@@ -204,29 +63,49 @@ def short_reason(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _configure_client_env() -> None:
+def configure_client_env() -> None:
+    """MLflow client settings for this process, unless the environment sets them."""
     # Fail within seconds, not minutes of retries, when a tracking server is down.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-COMPLETE_TAG = "semops.complete"
+    # No progress bars in the stage's output (saving a model copies its artifacts with one).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class TrackingRejected(SemopsError):
     """MLflow was reached but refused the result (not a connectivity problem)."""
 
 
-def log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
-    """Log one spooled bundle; return (run id, whether it was new). Removes the bundle after.
+def log_bundle(directory: Path, uri: str, bundle: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """Log one spooled bundle (`bundle`: its content, where the caller has it): its run, and for
+    a tabular result its MLflow Model's registry version; return (run id, whether the run is
+    new). Removes the bundle once all of it is logged. Processes logging to one sqlite store
+    (queue workers, `semops mirror`) take turns.
 
-    The run carries the result id from its creation and is marked complete last: a run cut off
-    part-way is deleted and logged again by the next attempt, never taken for the result.
-    Processes logging to one sqlite store (queue workers, `semops mirror`) take turns.
-    """
-    _configure_client_env()
+    Processes may deliver one bundle at once (queued experiments share their research result).
+    A bundle that is gone once this process holds the store (or, on a server, gone part-way)
+    was logged by another process, which removes it only once MLflow has all of it: the result
+    is looked up by its id and reported as already logged. A result whose run another process
+    is still logging is left to it (the bundle stays until that run is complete)."""
+    configure_client_env()
+    if bundle is None:
+        bundle = read_json(directory / BUNDLE)
+    exclusive = bool(sqlite_database(uri))
     with store_lock(uri):
-        return _log_bundle(directory, uri)
+        if not (directory / BUNDLE).exists():
+            return _logged_by_another(directory, uri, bundle, exclusive)
+        try:
+            return _log_bundle(directory, uri, bundle, exclusive)
+        except Exception:
+            if (directory / BUNDLE).exists():
+                raise
+            return _logged_by_another(directory, uri, bundle, exclusive)
+
+
+def sqlite_database(uri: str) -> str:
+    """The file of a sqlite store URI; "" for a server or an in-memory database."""
+    database = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
+    return "" if database == ":memory:" else database
 
 
 def store_lock(
@@ -238,56 +117,102 @@ def store_lock(
 
     Waits (saying so) up to `timeout` seconds, then FileLockedError, which counts as the store
     being out of reach: the result stays spooled for `semops mirror`."""
-    database = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
-    if database in {"", ":memory:"}:
+    database = sqlite_database(uri)
+    if not database:
         return contextlib.nullcontext()
     message = f"track: waiting for process {{holder}}, which is logging to {database}"
     return locked(f"{database}.lock", wait_message=message, timeout=timeout)
 
 
-def _log_bundle(directory: Path, uri: str) -> tuple[str, bool]:
-    from mlflow.entities import Metric, Param, RunTag
+def _log_bundle(
+    directory: Path, uri: str, bundle: dict[str, Any], exclusive: bool
+) -> tuple[str, bool]:
     from mlflow.tracking import MlflowClient
 
-    bundle = read_json(directory / BUNDLE)
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = _experiment_id(client, bundle["experiment"], uri)
-    tags = bundle["tags"]
-    result_id = tags[RESULT_TAG]
-    for run in client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RESULT_TAG}` = '{result_id}'"
-    ):
-        if run.data.tags.get(COMPLETE_TAG) == "true":
-            name = tags["dvc_experiment"]
-            if name != run.data.tags.get("dvc_experiment"):
-                client.set_tag(run.info.run_id, f"dvc_experiment.{name}", "same result")
-            shutil.rmtree(directory)
-            return run.info.run_id, False
-        client.delete_run(run.info.run_id)
+    from semops.tracking.mlmodel import run_model_id
+    from semops.tracking.registry import register
+    from semops.tracking.runlog import is_complete, log_run
 
-    run = client.create_run(
-        experiment_id, run_name=bundle["run_name"], tags={**tags, COMPLETE_TAG: "false"}
+    client = MlflowClient(tracking_uri=uri)
+    with process_tracking_uri(uri):
+        experiment_id = _experiment_id(client, bundle["experiment"], uri)
+        run_id, new = log_run(client, experiment_id, directory, bundle, exclusive)
+        if not new and not is_complete(client.get_run(run_id)):
+            log.info(
+                "track: result %s is being logged by another process as run %s; its bundle "
+                "stays in %s until that run is complete",
+                directory.name,
+                run_id,
+                directory,
+            )
+            return run_id, False
+        if bundle.get("kind", TABULAR) == TABULAR and bundle.get("model"):
+            model_id = run_model_id(client, run_id)
+            if model_id is not None:  # None: a run logged before runs had MLflow Models
+                version, added = register(client, bundle, run_id, model_id)
+                name, new_version = bundle["model"]["registered_name"], " (new)" if added else ""
+                log.info("track: its model is %s version %s%s", name, version, new_version)
+    remove_bundle(directory)
+    return run_id, new
+
+
+def remove_bundle(directory: Path) -> None:
+    """Remove a logged bundle; another process that logged it too may be removing it as well."""
+
+    def gone_already(function: Any, path: str, error: Any) -> None:
+        if not issubclass(error[0], FileNotFoundError):
+            raise error[1]
+
+    shutil.rmtree(directory, onerror=gone_already)
+
+
+def _logged_by_another(
+    directory: Path, uri: str, bundle: dict[str, Any], exclusive: bool
+) -> tuple[str, bool]:
+    """(run id, False) of a result whose bundle another process logged and removed."""
+    from mlflow.tracking import MlflowClient
+
+    from semops.tracking.runlog import (
+        abandoned,
+        is_complete,
+        keeper,
+        note_experiment,
+        now_ms,
+        result_runs,
     )
-    run_id = run.info.run_id
-    timestamp = run.info.start_time
-    metrics = [Metric(k, v, timestamp, 0) for k, v in bundle["metrics"].items()]
-    for row in bundle["history"]:
-        step = int(row["epoch"])
-        metrics += [Metric(k, v, timestamp, step) for k, v in row.items() if k != "epoch"]
-    params = [Param(k, v) for k, v in bundle["params"].items()]
-    for start in range(0, max(len(metrics), len(params)), 100):
-        client.log_batch(
-            run_id, metrics=metrics[start : start + 100], params=params[start : start + 100]
+
+    client = MlflowClient(tracking_uri=uri)
+    result_id = bundle["tags"][RESULT_TAG]
+    experiment = client.get_experiment_by_name(bundle["experiment"])
+    found = [] if experiment is None else result_runs(client, experiment.experiment_id, result_id)
+    moment = now_ms()
+    standing = keeper(r for r in found if not abandoned(r, moment, exclusive))
+    if standing is None:
+        raise SemopsError(
+            f"{directory} was removed by another process, yet MLflow at {redact(uri)} has no "
+            f"run of result {result_id}: was it mirrored to another store?"
         )
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".csv"):
-            client.log_artifact(run_id, str(directory / name), "plots/data")
-    client.log_artifacts(run_id, str(directory / "plots"), "plots")
-    client.log_artifacts(run_id, str(directory / "model"), "model")
-    client.log_batch(run_id, tags=[RunTag(COMPLETE_TAG, "true")])
-    client.set_terminated(run_id)
-    shutil.rmtree(directory)
-    return run_id, True
+    if is_complete(standing):
+        note_experiment(client, standing, bundle["tags"])
+    log.info("track: result %s was logged by another process", result_id)
+    return standing.info.run_id, False
+
+
+@contextlib.contextmanager
+def process_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's own tracking URI for this process set to `uri` while a bundle is logged, then
+    put back (the environment variable too). A sqlite registry looks a `models:/<model id>`
+    version source up through it, not through the client's URI (MLflow's TODO): without this
+    it would look in (and create) ./mlflow.db."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def _experiment_id(client: Any, name: str, uri: str, looked_again: bool = False) -> str:
@@ -357,8 +282,14 @@ def mirror_pending(uri: str | None = None) -> tuple[list[tuple[str, str, bool, s
         if directory.name.startswith(".") or not (directory / BUNDLE).exists():
             continue
         try:
-            meant_for = str(read_json(directory / BUNDLE).get("tracking_uri", ""))
-            run_id, new = log_bundle(directory, uri)
+            bundle = read_json(directory / BUNDLE)
+        except SemopsError as exc:
+            if directory.exists():
+                failed.append(f"{directory.name}: {short_reason(exc)}")
+            continue  # else logged and removed by another process meanwhile
+        try:
+            meant_for = str(bundle.get("tracking_uri", ""))
+            run_id, new = log_bundle(directory, uri, bundle)
         except Exception as exc:  # reported per bundle; the bundle stays pending
             failed.append(f"{directory.name}: {short_reason(exc)}")
             continue
@@ -366,29 +297,61 @@ def mirror_pending(uri: str | None = None) -> tuple[list[tuple[str, str, bool, s
     return done, failed
 
 
-def track_workspace(experiment: str) -> tuple[str, str]:
-    """Spool the current result and try to log it.
+def track_workspace(
+    experiment: str, delivered: Collection[str] = (), uri: str | None = None
+) -> tuple[dict[str, str], str]:
+    """Spool the current result's bundles and try to log them to `uri` (else `tracking_uri()`).
 
-    MLflow out of reach never fails the pipeline: the result waits in mlruns/pending/. A store
-    that is reached but refuses the result is an error. Returns the result id and a message.
+    A research bundle whose result id is in `delivered` (the track stage's previous result,
+    logged or pending since, for this very store) is not spooled again. MLflow out of reach
+    never fails the pipeline: the bundles wait in mlruns/pending/. A store that is reached but
+    refuses a result is an error. Returns the result id of each kind of bundle and a message.
     """
-    bundle = build_bundle(experiment)
-    result_id = bundle["tags"][RESULT_TAG]
-    directory = spool(bundle, while_rendering=_import_mlflow_client)
-    uri = tracking_uri()
-    try:
-        run_id, new = log_bundle(directory, uri)
-    except Exception as exc:  # the client raises many types; sorted out just below
-        reason = short_reason(exc)
-        if not is_unreachable(exc):
-            raise TrackingRejected(
-                f"MLflow at {redact(uri)} refused result {result_id} ({reason}); it is kept "
-                f"in {directory}: fix the cause, then run `make mirror`"
-            ) from exc
-        return result_id, (
-            f"track: MLflow at {redact(uri)} could not be reached ({reason}).\n"
-            f"track: the DVC results stand; the result is kept in {directory}.\n"
-            "track: run `make mirror` (or `semops mirror`) to mirror it once MLflow is back."
-        )
-    state = "logged as new run" if new else "already logged as run"
-    return result_id, f"track: result {result_id} {state} {run_id} ({redact(uri)})"
+    uri = uri or tracking_uri()
+    ids: dict[str, str] = {}
+    spooled = []
+    for bundle in build_bundles(experiment, uri):
+        ids[bundle["kind"]] = bundle["tags"][RESULT_TAG]
+        if bundle["kind"] == RESEARCH and ids[RESEARCH] in delivered:
+            continue
+        rendering = _import_mlflow_client if bundle["kind"] == TABULAR else lambda: None
+        spooled.append((bundle, spool(bundle, while_rendering=rendering)))
+    return ids, deliver(spooled, uri)
+
+
+def deliver(spooled: list[tuple[dict[str, Any], Path]], uri: str) -> str:
+    """Log each spooled bundle; once the store proves out of reach, the rest wait with it."""
+    lines: list[str] = []
+    kept: list[Path] = []
+    reason = ""
+    for bundle, directory in spooled:
+        kind = bundle.get("kind", TABULAR)
+        if kept:
+            kept.append(directory)
+            continue
+        try:
+            run_id, new = log_bundle(directory, uri, bundle)
+        except Exception as exc:  # the client raises many types; sorted out by out_of_reach
+            reason, kept = out_of_reach(exc, uri, directory), [directory]
+            continue
+        state = "logged as new run" if new else "already logged as run"
+        lines.append(f"track: {kind} result {directory.name} {state} {run_id} ({redact(uri)})")
+    if kept:
+        lines += [
+            f"track: MLflow at {redact(uri)} could not be reached ({reason}).",
+            f"track: the DVC results stand; kept in {', '.join(map(str, kept))}.",
+            "track: run `make mirror` (or `semops mirror`) to mirror it once MLflow is back.",
+        ]
+    return "\n".join(lines)
+
+
+def out_of_reach(exc: Exception, uri: str, directory: Path) -> str:
+    """The gist of why MLflow did not take a bundle when it was out of reach; a store that was
+    reached and refused it is an error (TrackingRejected)."""
+    reason = short_reason(exc)
+    if not is_unreachable(exc):
+        raise TrackingRejected(
+            f"MLflow at {redact(uri)} refused result {directory.name} ({reason}); it is kept "
+            f"in {directory}: fix the cause, then run `make mirror`"
+        ) from exc
+    return reason

@@ -1,8 +1,9 @@
 """Models behind one interface: fit on (train, validation) (`training`), predict class
 probabilities (`predict`), saved as a directory of safetensors + JSON (nothing is unpickled).
 
-Each kind lives in its own module, imported only when used: torch to train `mlp`, scikit-learn
-to fit `gbdt`; `logreg` is numpy throughout, and loading and predicting needs numpy alone.
+Each kind lives in its own module, imported only when used: torch to train `mlp` (its prediction
+is numpy), scikit-learn to fit `gbdt` and to walk its trees at prediction (its compiled tree
+predictor, built from the saved arrays); `logreg` is numpy throughout.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from semops.io import atomic_dir, dump_json
 KINDS = ("mlp", "logreg", "gbdt")
 WEIGHTS = "model.safetensors"
 META = "model.json"
+# The featurizer the model was trained on, with its input schema: the folder scores raw rows.
+FEATURIZER = "featurizer.json"
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,11 @@ class Fitted:
     device: str
 
 
-def save(fitted: Fitted, directory: Path, extra: dict[str, Any]) -> None:
+def save(
+    fitted: Fitted, directory: Path, extra: dict[str, Any], featurizer: dict[str, Any]
+) -> None:
+    """Save the weights, their settings and the featurizer, which makes the folder a model of
+    raw rows (`semops.tabular.scoring`)."""
     from safetensors.numpy import save_file
 
     meta = {
@@ -50,3 +57,4 @@ def save(fitted: Fitted, directory: Path, extra: dict[str, Any]) -> None:
             {k: np.ascontiguousarray(v) for k, v in fitted.tensors.items()}, str(tmp / WEIGHTS)
         )
         (tmp / META).write_text(dump_json(meta))
+        (tmp / FEATURIZER).write_text(dump_json(featurizer))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from semops.tabular.metrics import log_loss
+
+# Called with each epoch's history row as soon as the epoch ends (progress, timestamps).
+EpochReport = Callable[[dict[str, float]], None]
+
+
+def ignore_epoch(row: dict[str, float]) -> None:
+    """The EpochReport of a caller that does not watch."""
 
 
 class EarlyStopper:

@@ -12,7 +12,13 @@ import numpy as np
 from semops.config.schema import LogregConfig, TrainConfig
 from semops.errors import SemopsError
 from semops.tabular.metrics import log_loss, scores_to_proba, softmax
-from semops.tabular.models.base import Trained, TrainingData, history_row
+from semops.tabular.models.base import (
+    EpochReport,
+    Trained,
+    TrainingData,
+    history_row,
+    ignore_epoch,
+)
 
 
 class LinearClassifier:
@@ -77,10 +83,16 @@ def fit_logreg(
     return LinearClassifier(theta[:, :-1].copy(), theta[:, -1].copy())
 
 
-def fit(model: LogregConfig, train: TrainConfig, data: TrainingData) -> Trained:
+def fit(
+    model: LogregConfig,
+    train: TrainConfig,
+    data: TrainingData,
+    on_epoch: EpochReport = ignore_epoch,
+) -> Trained:
     fitted = fit_logreg(data.x_train, data.y_train, data.n_classes, model.C, model.max_iter)
     train_loss = log_loss(fitted.predict_proba(data.x_train), data.y_train)
     history = [history_row(1, train_loss, fitted.predict_proba(data.x_val), data.y_val)]
+    on_epoch(history[0])
     return Trained({"coef": fitted.coef, "intercept": fitted.intercept}, history, best_epoch=1)
 
 

@@ -11,7 +11,14 @@ from torch import nn
 
 from semops.config.schema import MlpConfig, TrainConfig
 from semops.errors import SemopsError
-from semops.tabular.models.base import EarlyStopper, Trained, TrainingData, history_row
+from semops.tabular.models.base import (
+    EarlyStopper,
+    EpochReport,
+    Trained,
+    TrainingData,
+    history_row,
+    ignore_epoch,
+)
 from semops.tabular.models.exact import ExactLinear, SerialDropout, ieee_sqrt
 
 
@@ -46,7 +53,12 @@ def seed_everything(train: TrainConfig, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained:
+def fit(
+    model_cfg: MlpConfig,
+    train: TrainConfig,
+    data: TrainingData,
+    on_epoch: EpochReport = ignore_epoch,
+) -> Trained:
     device = resolve_device(model_cfg.device)
     seed_everything(train, device)
     network = build_network(data.x_train.shape[1], data.n_classes, model_cfg).to(device)
@@ -81,6 +93,7 @@ def fit(model_cfg: MlpConfig, train: TrainConfig, data: TrainingData) -> Trained
         val_proba = _predict(network, x_val, autocast)
         row = history_row(epoch, float(loss_sum.item()) / n, val_proba, data.y_val)
         history.append(row)
+        on_epoch(row)
         if stopper.improved(row["val_loss"], epoch):
             best_state = _snapshot(network)
         elif stopper.should_stop:

@@ -1,4 +1,5 @@
-"""Loading a saved model for prediction: numpy only, whatever trained it."""
+"""Loading a saved model for prediction, whatever trained it: numpy for mlp and logreg,
+scikit-learn's compiled tree predictor for gbdt; never torch, never unpickling."""
 
 from __future__ import annotations
 
