@@ -280,16 +280,18 @@ def clean_and_split(
     }
     report["split"] = {name: len(part) for name, part in parts.items()}
     test_rows = raw.loc[table.index[codes == SPLITS.index("test")]]
-    return parts, report, input_schema(raw, data, test_rows.head(EXAMPLE_ROWS))
+    return parts, report, input_schema(raw, table, data, test_rows.head(EXAMPLE_ROWS))
 
 
 EXAMPLE_ROWS = 5
 
 
-def input_schema(raw: pd.DataFrame, cfg: DataConfig, example: pd.DataFrame) -> dict[str, Any]:
+def input_schema(
+    raw: pd.DataFrame, cleaned: pd.DataFrame, cfg: DataConfig, example: pd.DataFrame
+) -> dict[str, Any]:
     """The raw columns a trained model reads (all but the target and the dropped ones), each
-    with its dtype as downloaded, how it is cleaned and its valid range; the key columns; and
-    `example` (raw rows) as JSON values."""
+    with its dtype as downloaded, how it was cleaned (read off `cleaned`, `clean_table`'s
+    result) and its valid range; the key columns; and `example` (raw rows) as JSON values."""
     features = [str(c) for c in raw.columns if c != cfg.target and c not in cfg.drop]
     columns = []
     for name in features:
@@ -298,7 +300,7 @@ def input_schema(raw: pd.DataFrame, cfg: DataConfig, example: pd.DataFrame) -> d
             {
                 "name": name,
                 "dtype": str(raw[name].dtype),
-                "kind": column_kind(name, raw[name], cfg),
+                "kind": cleaned_kind(cleaned[name]),
                 "min": bounds.min if bounds else None,
                 "max": bounds.max if bounds else None,
             }
@@ -312,6 +314,14 @@ def input_schema(raw: pd.DataFrame, cfg: DataConfig, example: pd.DataFrame) -> d
             for row in example[features].itertuples(index=False)
         ],
     }
+
+
+def cleaned_kind(column: pd.Series) -> str:
+    """The kind a cleaned column was cleaned as: numeric ones are float64, categorical ones
+    categories, text stays text."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return "categorical"
+    return "numeric" if pd.api.types.is_float_dtype(column.dtype) else "text"
 
 
 def json_value(value: Any) -> Any:
