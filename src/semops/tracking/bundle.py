@@ -26,7 +26,7 @@ from semops.config.schema import flatten, read_params
 from semops.errors import SemopsError
 from semops.io import dump_json, read_csv_rows, read_json, sha256_file
 from semops.redaction import redact
-from semops.tabular.models import FEATURIZER, WEIGHTS
+from semops.tabular.models import FEATURIZER, META, WEIGHTS
 from semops.tracking import describe
 
 RESULT_TAG = "semops.result_id"
@@ -174,7 +174,7 @@ def build_tabular(experiment: str, uri: str, raw_params: dict[str, Any]) -> dict
             "model_sha256": model_hash,
             "model": str(params.get("model.name", "")),
             "dataset": data_name,
-            "device": str(read_json(paths.MODEL_DIR / "model.json").get("device", "")),
+            "device": str(read_json(paths.MODEL_DIR / META).get("device", "")),
         }
     )
     return {
