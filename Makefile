@@ -11,15 +11,21 @@ UI_PORT ?= 5000
 # `make serve`: the champion MLflow Model of params.yaml's data set, as a REST endpoint
 SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 5001
+# `make server`: the team MLflow server on PostgreSQL; beyond loopback only with ALLOW_REMOTE=1,
+# AUTH=1 for basic auth (admin: MLFLOW_TRACKING_USERNAME/PASSWORD from the environment or .env)
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5050
 # Extra pip index for torch on machines without a GPU (e.g. PyTorch's CPU wheel index): PyPI's
 # Linux torch wheel is the CUDA build. Empty: use pip's configured indexes.
 TORCH_INDEX_URL ?=
 EXTRAS ?= mlops,research,notebooks,dev
 CHROMIUM ?= /usr/bin/chromium
+# `make remote`: the DVC remote's name (URL=... is its address)
+REMOTE_NAME = $(or $(NAME),team)
 # Hydra overrides for `make params/repro/run`, e.g. make run O='data=churn model=gbdt'
 O ?=
 # `make show`: experiments with their test metrics and the params that differ, best first
-SHOW_DROP := Created|State|Executor|.*clean\.json.*|.*split\..*|baseline_logreg\..*|lift_over_baseline\..*|test_rows|epochs_run|best_.*|data/.*|src/.*|stages/.*|data\..*|featurize\..*|evaluate\..*|tracking\..*|train\.(threads|early_stopping\..*|epochs)|model\.(amp|device|weight_decay)
+SHOW_DROP := Created|State|Executor|.*clean\.json.*|.*split\..*|baseline_logreg\..*|lift_over_baseline\..*|test_rows|epochs_run|best_.*|data/.*|reports/.*|src/.*|stages/.*|data\..*|featurize\..*|evaluate\..*|tracking\..*|train\.(threads|early_stopping\..*|epochs)|model\.(amp|device|weight_decay)
 
 ifneq (,$(wildcard .env))
 include .env
@@ -27,11 +33,18 @@ export
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup browser params run repro exp show ui serve mirror predict ask test reliability lint bench clean
+.PHONY: help setup browser params run repro exp show remote push pull ui serve server server-stop server-status postgres mirror predict ask test reliability lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
+# A .venv that links to another checkout's environment (the test suite's project copies, a
+# worktree) is that checkout's to install: installing here would point its editable install at
+# this copy.
+ifeq ($(shell test -L $(VENV) && echo link),link)
+$(STAMP):
+	@true
+else
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
@@ -47,14 +60,15 @@ $(STAMP): pyproject.toml constraints.txt
 	@# here uses torchvision (Docling's layout models are not used offline): drop it where broken.
 	@$(BIN)/python -c "import torchvision" 2>/dev/null || $(BIN)/pip uninstall -y -q torchvision
 	@touch $@
+endif
 
 setup: $(STAMP) ## Create .venv and install the project (CPU torch where there is no GPU)
 
 browser: ## Install Debian's Chromium (web ingest renders pages in it; its tests need it)
 	@command -v $(CHROMIUM) >/dev/null 2>&1 && echo "browser: $$($(CHROMIUM) --version)" || { \
 		echo "browser: installing Debian's chromium with apt-get (the web tests render pages in it)"; \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
+		APT="$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$APT install -y -q chromium || { $$APT update -q && $$APT install -y -q chromium; }; }
 
 params: $(STAMP) ## Compose conf/ (+ overrides O='key=value ...') into params.yaml, validated
 	@$(BIN)/semops compose $(O)
@@ -73,6 +87,31 @@ exp: $(STAMP) ## A small example sweep: three models, queued and run, then compa
 show: $(STAMP) ## Experiments side by side: test metrics and the params that differ, best first
 	@$(BIN)/dvc exp show --no-pager --only-changed --drop '$(SHOW_DROP)' --sort-by test.roc_auc --sort-order desc
 
+remote: $(STAMP) ## The team's DVC remote, the default: make remote URL=webdav://host/dav|/shared/dir [NAME=team] [REMOTE_USER=you]
+	@test -n "$(URL)" || { echo 'usage: make remote URL=webdav://host/path|ssh://host/path|/shared/folder [NAME=team] [REMOTE_USER=you] (password: DVC_REMOTE_PASSWORD, e.g. in .env)' >&2; exit 2; }
+	@# .dvc/config is committed: a password in the URL would be too, so it goes to the git-ignored
+	@# .dvc/config.local, read from the environment (never a command's arguments, which ps shows).
+	@if [[ '$(URL)' =~ ^[A-Za-z0-9+.-]+://[^/@]*:[^/@]*@ ]]; then echo 'make remote: refused a URL with a password (user:password@; .dvc/config is committed): give REMOTE_USER=you and DVC_REMOTE_PASSWORD in the environment or .env instead' >&2; exit 2; fi
+	$(BIN)/dvc remote add -d --force $(REMOTE_NAME) '$(URL)'
+	@# 0600 before any line of it is written (DVC keeps the mode of a file it rewrites).
+	@test -e .dvc/config.local || install -m 600 /dev/null .dvc/config.local
+	$(if $(REMOTE_USER),$(BIN)/dvc remote modify --local $(REMOTE_NAME) user '$(REMOTE_USER)')
+	@if [ -n "$$DVC_REMOTE_PASSWORD" ]; then \
+		$(BIN)/python -c 'import os, configobj; from semops.io import write_bytes; c = configobj.ConfigObj(".dvc/config.local"); c.filename = None; c.setdefault("remote \"$(REMOTE_NAME)\"", {})["password"] = os.environ["DVC_REMOTE_PASSWORD"]; write_bytes(".dvc/config.local", "\n".join(c.write()).encode() + b"\n", mode=0o600)' && \
+		echo "remote: $(REMOTE_NAME)'s password from DVC_REMOTE_PASSWORD -> .dvc/config.local (git-ignored, 0600)"; fi
+
+push: $(STAMP) ## Share this commit's data, models and embedding store on the DVC remote (dvc add the store, dvc push)
+	@# The embedding store is no stage output (README: "The embedding store"): dvc add tracks it.
+	@# research-embed adds and merges its files as it runs: push when no pipeline or queued
+	@# experiment is running (a dvc repro here holds DVC's lock; queued ones run in copies).
+	@if [ -d data/research/embeddings ]; then $(BIN)/dvc add -q data/research/embeddings; fi
+	$(BIN)/dvc push
+	@git status --porcelain -- dvc.lock reports data/research/embeddings.dvc | grep -q . && \
+		echo "push: commit dvc.lock, reports/ and data/research/embeddings.dvc (git add ...; git commit; git push) so teammates get what was pushed" || true
+
+pull: $(STAMP) ## Fetch this commit's data, models and embedding store from the DVC remote (then dvc repro runs nothing)
+	$(BIN)/dvc pull
+
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over mlruns/ (every run, plots, model)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT) --workers 1
@@ -84,8 +123,23 @@ serve: $(STAMP) ## Serve models:/<experiment>-<data set>@champion on 127.0.0.1:5
 	MLFLOW_TRACKING_URI=$$uri MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false exec $(BIN)/mlflow models serve -m "models:/$$name@champion" \
 		--env-manager local --host $(SERVE_HOST) --port $(SERVE_PORT)
 
-mirror: $(STAMP) ## Mirror results that could not reach MLflow when they were produced
-	@$(BIN)/semops mirror
+server: $(STAMP) $(if $(MLFLOW_BACKEND_STORE_URI),,postgres) ## Start the team MLflow server on PostgreSQL (mlruns/server/); prints its URL and how to stop it
+	@$(BIN)/semops server start --host '$(SERVER_HOST)' --port '$(SERVER_PORT)' $(if $(ALLOW_REMOTE),--allow-remote) $(if $(AUTH),--auth) $(if $(WORKERS),--workers '$(WORKERS)')
+
+server-stop: $(STAMP) ## Stop the team MLflow server and its PostgreSQL (nothing left running)
+	@$(BIN)/semops server stop
+
+server-status: $(STAMP) ## Where the team MLflow server listens and whether it runs (exit 3: not running)
+	@$(BIN)/semops server status
+
+postgres: ## Install Debian's PostgreSQL unless present (the team server and its tests run it)
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 && echo "postgres: $$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)" || { \
+		echo "postgres: installing Debian's postgresql with apt-get (the team server and its tests run it)"; \
+		APT="$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get"; \
+		$$APT install -y -q postgresql || { $$APT update -q && $$APT install -y -q postgresql; }; }
+
+mirror: $(STAMP) ## Mirror results that could not reach MLflow; TO=URI: also copy the local store there, once
+	@$(BIN)/semops mirror $(if $(TO),--to '$(TO)')
 
 predict: $(STAMP) ## Score raw rows: make predict IN=rows.csv OUT=predictions.parquet [MODEL=models:/NAME@champion]
 	@test -n "$(IN)" -a -n "$(OUT)" || { echo 'usage: make predict IN=rows.{csv,parquet} OUT=predictions.{parquet,csv} [MODEL=...]' >&2; exit 2; }
@@ -95,10 +149,10 @@ ask: $(STAMP) ## Ask the research index with citations: make ask Q="How do I cop
 	@test -n "$(Q)" || { echo 'usage: make ask Q="your question"' >&2; exit 2; }
 	@$(BIN)/semops research ask "$(Q)"
 
-test: $(STAMP) browser ## Run the test suite, reliability suite included (installs Chromium first; fails if no test ran)
+test: $(STAMP) browser postgres ## Run the test suite, reliability suite included (installs Chromium and PostgreSQL first; fails if no test ran)
 	@$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests ran" >&2; exit 1; fi; exit $$rc
 
-reliability: $(STAMP) browser ## Run the reliability suite alone (tests/reliability: hostile input, concurrency)
+reliability: $(STAMP) browser postgres ## Run the reliability suite alone (tests/reliability: hostile input, concurrency)
 	@$(BIN)/pytest tests/reliability; rc=$$?; if [ $$rc -eq 5 ]; then echo "make reliability: no tests ran" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP) ## ruff and mypy
@@ -109,7 +163,7 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## Benchmarks; results written to benchmarks/results.md
 	$(BIN)/python -m benchmarks.run
 
-clean: ## Remove generated data (not data/raw, mlruns/, the embedding store, the ONNX model) and tool caches
+clean: ## Remove generated data (not data/raw, the committed reports/, mlruns/, the embedding store, the ONNX model) and tool caches
 	rm -rf data/interim/*.parquet data/processed/*.parquet data/processed/*.json data/models data/reports
 	rm -rf data/research/chunks.parquet data/research/index.json data/research/index
 	rm -rf data/.cache/research/chunks data/.cache/research/converted

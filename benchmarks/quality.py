@@ -30,16 +30,16 @@ def train_each(ctx: Context) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     built = ctx.built_project()
     copy = ctx.root / "quality" / "project"
     shutil.copytree(built, copy, symlinks=True)
-    metrics = {"mlp": read_json(built / "data/reports/metrics.json")}
-    trained = {"mlp": read_json(built / "data/reports/train.json")}
+    metrics = {"mlp": read_json(built / "reports/metrics.json")}
+    trained = {"mlp": read_json(built / "reports/train.json")}
     seconds: dict[str, float] = {}
     for model in ("logreg", "gbdt"):
         timed(["semops", "compose", f"model={model}"], copy)
         train = timed(["python", "stages/train.py"], copy)
         evaluate = timed(["python", "stages/evaluate.py"], copy)
         seconds[model] = train.seconds + evaluate.seconds
-        metrics[model] = read_json(copy / "data/reports/metrics.json")
-        trained[model] = read_json(copy / "data/reports/train.json")
+        metrics[model] = read_json(copy / "reports/metrics.json")
+        trained[model] = read_json(copy / "reports/train.json")
     timed(["git", "checkout", "params.yaml"], copy)
     return metrics, trained, seconds
 

@@ -208,7 +208,7 @@ def run(ctx: Context, result: Result) -> None:
     runs = embed_runs(project)
     _embed_report(runs, result)
     timed(["dvc", "repro", "research-eval"], project, timeout=1800)
-    metrics = json.loads((project / "data/reports/research.json").read_text())
+    metrics = json.loads((project / "reports/research.json").read_text())
     env = helper_env(project)
     module = [PYTHON, "-m", __name__]
     quality = timed([*module, "quality"], project, env=env, timeout=1800).last_json()

@@ -36,6 +36,7 @@ from benchmarks import (
     research_store,
     scaling,
     serve,
+    team,
     train_throughput,
 )
 from benchmarks.common import REPO, Context, atomic_write, machine_info
@@ -54,6 +55,7 @@ RUNNERS: dict[str, ModuleType] = {
     "store": research_store,
     "predict": predict,
     "serve": serve,
+    "team": team,
 }
 BENCHMARKS = tuple(RUNNERS)
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
@@ -90,6 +92,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--predict-repeats", type=int, default=3)
     parser.add_argument("--serve-single", type=int, default=200, help="1-row requests timed")
     parser.add_argument("--serve-batch", type=int, default=50, help="1,000-row requests timed")
+    parser.add_argument(
+        "--team-experiments", type=int, default=8, help="queued experiments in each team sweep"
+    )
+    parser.add_argument(
+        "--team-jobs", default="1,2,4", help="workers (-j) of each team sweep, comma-separated"
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where results.md/json go")
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary repos (path printed)"
@@ -102,6 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
     args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    args.team_jobs = [int(j) for j in args.team_jobs.split(",") if j.strip()]
     return args
 
 

@@ -23,6 +23,7 @@ PROJECT_FILES = [
     "dvc.yaml",
     "params.yaml",
     "pyproject.toml",
+    "reports",
     "samples",
     "src",
     "stages",

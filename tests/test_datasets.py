@@ -27,7 +27,7 @@ def test_data_set_config_runs_through_featurize(tmp_path: Path, name: str) -> No
     for stage in ("download", "clean", "featurize"):
         result = run_stage(tmp_path, stage)
         assert result.returncode == 0, f"{stage}: {result.stderr}"
-    report = json.loads((tmp_path / "data/reports/clean.json").read_text())
+    report = json.loads((tmp_path / "reports/clean.json").read_text())
     spec = json.loads((tmp_path / "data/processed/featurizer.json").read_text())
     classes = spec["target"]["classes"]
     if data["positive"] is not None:

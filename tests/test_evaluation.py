@@ -288,7 +288,7 @@ def test_new_data_sets_run_from_download_to_evaluate(
     for stage in ("download", "clean", "featurize", "train", "evaluate"):
         result = run_stage(tmp_path, stage)
         assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
-    metrics = json.loads((tmp_path / "data/reports/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     spec = json.loads((tmp_path / "data/processed/featurizer.json").read_text())
     test = metrics["test"]
     if name == "food_reviews":

@@ -565,7 +565,7 @@ def test_a_multiclass_data_file_without_positive_composes_and_cleans(
     for stage in ("download", "clean"):
         result = run_stage(work, stage)
         assert result.returncode == 0, f"{stage}: {result.stderr[-2000:]}"
-    report = json.loads((work / "data/reports/clean.json").read_text())
+    report = json.loads((work / "reports/clean.json").read_text())
     assert report["classes"] == {"a": 20, "b": 20, "c": 20}
 
 

@@ -20,6 +20,7 @@ import yaml
 from conftest import run
 from projectkit import make_project
 
+from semops import paths
 from semops.config.schema import parse_section
 from semops.tabular import clean
 from semops.tabular.featureio import load_features
@@ -48,9 +49,9 @@ def build_results(root: Path) -> tuple[Path, dict[str, Any]]:
         return project, json.loads(done.read_text())
     shutil.rmtree(root, ignore_errors=True)  # a build cut off part-way
     make_project(project, root / "dvc-cache")
-    reports = project / "data" / "reports"
+    reports = project / paths.REPORTS
     reports.mkdir(parents=True, exist_ok=True)
-    (reports / "research.json").write_text(json.dumps(RESEARCH_RESULT))
+    (project / paths.RESEARCH_METRICS).write_text(json.dumps(RESEARCH_RESULT))
     results = {}
     for kind in KINDS:
         run(["semops", "compose", f"data={DATA}", f"model={kind}", "train.epochs=5"], project)
@@ -59,10 +60,10 @@ def build_results(root: Path) -> tuple[Path, dict[str, Any]]:
             run(["python", f"stages/{stage}.py"], project)
         keep = root / "kinds" / kind
         shutil.copytree(project / "data/models/model", keep / "model")
-        shutil.copy2(reports / "train_times.json", keep / "train_times.json")
+        shutil.copy2(project / paths.TRAIN_TIMES, keep / "train_times.json")
         shutil.copy2(reports / "plots" / "confusion.csv", keep / "confusion.csv")
         metrics = json.loads((reports / "metrics.json").read_text())
-        tracked = json.loads((reports / "mlflow.json").read_text())
+        tracked = json.loads((project / paths.TRACKED).read_text())
         results[kind] = {**tracked, "roc_auc": metrics["test"]["roc_auc"]}
     done.write_text(json.dumps(results))
     return project, results
@@ -335,7 +336,7 @@ def test_logging_a_result_again_adds_no_run_and_no_version(
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = lambda: len(client.search_runs(experiments, max_results=1000))  # noqa: E731
     logged = runs()
-    (project / "data/reports/mlflow.json").unlink()  # the research result is spooled again too
+    (project / paths.TRACKED).unlink()  # the research result is spooled again too
     again = run(["python", "stages/track.py"], project).stdout
     assert "tabular result" in again and "already logged as run" in again
     assert "research result" in again and "logged as new run" not in again
@@ -352,7 +353,7 @@ def dead_uri() -> str:
 def pending_tabular(project: Path) -> Path:
     """The tabular result the track stage kept pending; its research result is kept with it:
     logged to another store, it is still to be logged to the one out of reach."""
-    tracked = json.loads((project / "data/reports/mlflow.json").read_text())
+    tracked = json.loads((project / paths.TRACKED).read_text())
     pending = sorted((project / "mlruns/pending").iterdir())
     assert [p.name for p in pending] == sorted(
         [tracked["result_id"], tracked["research_result_id"]]
@@ -418,3 +419,45 @@ def test_dvc_lists_the_model_as_a_registry_artifact(results: tuple[Path, dict[st
     model = artifacts["tabular-classifier"]
     assert (model.type, model.path) == ("model", "data/models/model")
     assert model.desc and model.labels
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "lost"),
+    [
+        # PostgreSQL behind a server: two processes inserting the alias at once.
+        (
+            "(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "
+            '"registered_model_alias_pk"',
+            "BAD_REQUEST",
+            True,
+        ),
+        ("UNIQUE constraint failed: registered_model_aliases.alias", "BAD_REQUEST", True),
+        ("Registered Model Version 3 not found", "RESOURCE_DOES_NOT_EXIST", True),
+        ('duplicate key value violates unique constraint "runs_pk"', "BAD_REQUEST", False),
+        ("Invalid alias name", "INVALID_PARAMETER_VALUE", False),
+    ],
+)
+def test_an_alias_moved_by_another_process_at_once_is_looked_at_again(
+    message: str, code: str, lost: bool
+) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    from semops.tracking.registry import _lost_race
+
+    exc = MlflowException(message, error_code=getattr(databricks_pb2, code))
+    assert _lost_race(exc) is lost
+
+
+def test_a_data_set_inserted_by_another_process_at_once_is_linked_again() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from semops.tracking.runlog import inserted_meanwhile
+
+    collided = MlflowException(
+        "(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "
+        '"dataset_pk" DETAIL: Key (experiment_id, name, digest)'
+    )
+    assert inserted_meanwhile(collided, "dataset")
+    assert not inserted_meanwhile(collided, "registered_model_alias")
+    assert not inserted_meanwhile(MlflowException("dataset schema too large"), "dataset")

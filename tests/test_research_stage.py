@@ -105,7 +105,7 @@ def embed_stage(workdir: Path) -> subprocess.CompletedProcess[str]:
 
 def eval_stage(workdir: Path) -> dict[str, Any]:
     ok(run_stage(workdir, "research_eval"))
-    return json.loads((workdir / "data/reports/research.json").read_text())
+    return json.loads((workdir / "reports/research.json").read_text())
 
 
 def embedded_now(output: str) -> int:
@@ -136,7 +136,7 @@ def test_stage_builds_evaluates_and_reruns_only_what_changed(
     outputs = [
         workdir / "data/research/chunks.parquet",
         workdir / "data/research/index.json",
-        workdir / "data/reports/research.json",
+        workdir / "reports/research.json",
     ]
     before = [p.read_bytes() for p in outputs]
 

@@ -1,6 +1,8 @@
 """The research index: Qdrant's in-process engine (EdgeStore) on disk, really run, and the
 server backend (ServerStore) through qdrant-client's local mode, which runs the same client
-calls; the lock a second process meets; mismatched indexes; a server answering errors."""
+calls; the lock a second process meets; mismatched indexes; a server answering errors. What
+local mode ignores, the cluster settings, is checked on the wire: a small HTTP server answers
+the collection requests as Qdrant does (no Qdrant server can be installed here)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,21 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from semops.errors import SemopsError
+from semops.config.research import ClusterConfig, ResearchConfig, StoreConfig
+from semops.config.schema import parse_section
+from semops.errors import ConfigError, SemopsError
+from semops.research.index import sync
+from semops.research.index.embed.base import Embedder
 from semops.research.index.store.base import BATCH, Hit, IndexMismatchError, Point, Store
 from semops.research.index.store.edge import EdgeStore, IndexLockedError
-from semops.research.index.store.server import ServerStore
+from semops.research.index.store.server import Mode, ServerStore
 
 DIM = 8
 EMBEDDER = "test:hash-8"
@@ -416,6 +424,11 @@ def test_server_store_creates_checks_and_recreates_the_collection(
         "vector size 8 vs 4; semops leaves it as it is",
     ):
         ServerStore.with_client(local_client, "research", 4, "x", where="local")
+    # Local mode reports no cluster settings: those the metadata recorded are compared.
+    with pytest.raises(IndexMismatchError, match="replication_factor 1 vs 2; semops leaves it"):
+        ServerStore.with_client(
+            local_client, "research", DIM, EMBEDDER, cluster=ClusterConfig(replication_factor=2)
+        )
     fresh = ServerStore.with_client(local_client, "research", 4, "x", mode="rebuild")
     assert fresh.count() == 0
 
@@ -472,7 +485,7 @@ def test_server_errors_name_the_url_and_never_the_key(monkeypatch: pytest.Monkey
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with pytest.raises(SemopsError) as caught:
-            ServerStore(url, "research", DIM, EMBEDDER)
+            ServerStore(url, "research", DIM, EMBEDDER, cluster=ClusterConfig())
     finally:
         server.shutdown()
         server.server_close()
@@ -483,5 +496,221 @@ def test_server_errors_name_the_url_and_never_the_key(monkeypatch: pytest.Monkey
     assert secret in FailingQdrant.seen_keys  # the key from the environment was sent
 
     with pytest.raises(SemopsError, match=f"Qdrant server {url}: no usable answer") as refused:
-        ServerStore(url, "research", DIM, EMBEDDER)  # nothing listens there any more
+        ServerStore(
+            url, "research", DIM, EMBEDDER, cluster=ClusterConfig()
+        )  # nothing listens there any more
     assert secret not in str(refused.value)
+
+
+# ------------------------------------------------------------- cluster settings on the wire
+
+CLUSTER_KEYS = ("shard_number", "replication_factor", "write_consistency_factor", "on_disk_payload")
+# What a one-node Qdrant server gives a collection whose creation leaves a setting out.
+SERVER_DEFAULTS = {
+    "shard_number": 1,
+    "replication_factor": 1,
+    "write_consistency_factor": 1,
+    "on_disk_payload": True,
+}
+
+
+class WireQdrant:
+    """The requests opening a store makes (does a collection exist, its info, create it, delete
+    it) answered as a Qdrant server answers them, at `url`; `requests` holds each one with its
+    JSON body, `collections` each collection's config as the server reports it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, Any]] = []
+        self.collections: dict[str, dict[str, Any]] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def handle_request(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null")
+                path = urlsplit(self.path).path
+                outer.requests.append((self.command, path, body))
+                status, result = outer.answer(self.command, path.strip("/").split("/"), body)
+                reply = {"result": result, "status": "ok", "time": 0.0}
+                if status != 200:
+                    reply = {"status": {"error": result}, "time": 0.0}
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_DELETE = handle_request
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def answer(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        match method, parts:
+            case "GET", ["collections", name, "exists"]:
+                return 200, {"exists": name in self.collections}
+            case "GET", ["collections", name] if name in self.collections:
+                return 200, {
+                    "status": "green",
+                    "optimizer_status": "ok",
+                    "points_count": 0,
+                    "segments_count": 1,
+                    "payload_schema": {},
+                    "config": self.collections[name],
+                }
+            case "PUT", ["collections", name] if name not in self.collections:
+                params = {
+                    k: SERVER_DEFAULTS[k] if body.get(k) is None else body[k] for k in CLUSTER_KEYS
+                }
+                params |= {"vectors": body["vectors"], "sparse_vectors": body["sparse_vectors"]}
+                self.collections[name] = {
+                    "params": params,
+                    "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
+                    "optimizer_config": {
+                        "deleted_threshold": 0.2,
+                        "vacuum_min_vector_number": 1000,
+                        "default_segment_number": 0,
+                        "flush_interval_sec": 5,
+                    },
+                    "metadata": body.get("metadata"),
+                }
+                return 200, True
+            case "DELETE", ["collections", name]:
+                return 200, self.collections.pop(name, None) is not None
+        return 404, f"Not found: {method} /{'/'.join(parts)}"
+
+    def sent(self, method: str) -> list[Any]:
+        return [body for m, _, body in self.requests if m == method]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def wire() -> Iterator[WireQdrant]:
+    server = WireQdrant()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project: its embedder caches, and no chunks built yet."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+    return tmp_path
+
+
+def open_once(cfg: ResearchConfig, embedder: Embedder, mode: Mode) -> None:
+    """Opens the configured store as research-embed (build) or a query does, and closes it."""
+    with sync.open_store(cfg, embedder, mode):
+        pass
+
+
+def server_config(url: str, collection: str, cluster: ClusterConfig) -> ResearchConfig:
+    return ResearchConfig(
+        store=StoreConfig(kind="server", url=url, collection=collection, cluster=cluster)
+    )
+
+
+def test_the_configured_cluster_settings_go_on_the_wire(wire: WireQdrant, project: Path) -> None:
+    team = ClusterConfig(
+        shard_number=6, replication_factor=3, write_consistency_factor=2, on_disk_payload=False
+    )
+    cfg = server_config(wire.url, "team", team)
+    embedder = sync.embedder_for(cfg)
+    open_once(cfg, embedder, "build")
+    [created] = wire.sent("PUT")
+    expected = {
+        "shard_number": 6,
+        "replication_factor": 3,
+        "write_consistency_factor": 2,
+        "on_disk_payload": False,
+    }
+    assert {key: created.get(key) for key in CLUSTER_KEYS} == expected
+    assert created["metadata"]["cluster"] == expected
+    assert created["metadata"]["embedder"] == sync.store_key(embedder)
+    # Reopened, as a teammate with the same config does: the collection is taken as it is.
+    open_once(cfg, embedder, "query")
+    assert len(wire.sent("PUT")) == 1
+    assert wire.sent("DELETE") == []
+
+    # Qdrant's defaults: the shard count is left to the server, which records what it chose.
+    defaults = server_config(wire.url, "solo", ClusterConfig())
+    open_once(defaults, embedder, "build")
+    created = wire.sent("PUT")[1]
+    assert created.get("shard_number") is None
+    assert [created[key] for key in CLUSTER_KEYS[1:]] == [1, 1, True]
+    assert created["metadata"]["cluster"]["shard_number"] is None
+    open_once(defaults, embedder, "query")
+    assert wire.collections["solo"]["params"]["shard_number"] == 1
+
+
+def test_other_cluster_settings_are_refused_until_rebuild_force(
+    wire: WireQdrant, project: Path
+) -> None:
+    mine = server_config(wire.url, "team", ClusterConfig(replication_factor=2))
+    embedder = sync.embedder_for(mine)
+    open_once(mine, embedder, "build")
+    theirs = server_config(
+        wire.url, "team", ClusterConfig(shard_number=4, replication_factor=2, on_disk_payload=False)
+    )
+    differences = "shard_number 1 vs 4; on_disk_payload True vs False"
+    modes: tuple[Mode, ...] = ("build", "query")
+    for mode in modes:
+        with pytest.raises(IndexMismatchError, match=f"{differences}; semops leaves it as it is"):
+            open_once(theirs, embedder, mode)
+    plan = sync.rebuild_collection(theirs, "team", force=False)
+    assert differences in plan
+    assert plan.endswith("nothing done (add --force to do it)")
+    assert (len(wire.sent("PUT")), wire.sent("DELETE")) == (1, [])
+
+    # What the server holds counts, not what the metadata recorded: raised by an administrator.
+    wire.collections["team"]["params"]["replication_factor"] = 3
+    with pytest.raises(IndexMismatchError, match="replication_factor 3 vs 2; semops leaves"):
+        open_once(mine, embedder, "build")
+
+    assert sync.rebuild_collection(theirs, "team", force=True).startswith("research rebuild: done")
+    assert [(method, path) for method, path, _ in wire.requests if method != "GET"] == [
+        ("PUT", "/collections/team"),
+        ("DELETE", "/collections/team"),
+        ("PUT", "/collections/team"),
+    ]
+    recreated = wire.sent("PUT")[-1]
+    assert {key: recreated.get(key) for key in CLUSTER_KEYS} == {
+        "shard_number": 4,
+        "replication_factor": 2,
+        "write_consistency_factor": 1,
+        "on_disk_payload": False,
+    }
+    open_once(theirs, embedder, "query")
+
+
+@pytest.mark.parametrize(
+    ("cluster", "message"),
+    [
+        ({"shard_number": 0}, "research.store.cluster.shard_number must be > 0, got 0"),
+        ({"replication_factor": "2"}, "research.store.cluster.replication_factor"),
+        ({"on_disk_payload": "yes"}, "research.store.cluster.on_disk_payload must be true or"),
+        ({"replicas": 2}, "replicas"),
+        (
+            {"replication_factor": 2, "write_consistency_factor": 3},
+            "research.store.cluster.write_consistency_factor must not exceed replication_factor "
+            r"\(2\): a write would wait for more copies than there are, got 3",
+        ),
+    ],
+)
+def test_bad_cluster_settings_name_the_key(cluster: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_section("research", {"research": {"store": {"cluster": cluster}}})

@@ -24,6 +24,7 @@ from conftest import run
 from projectkit import clean_env
 from test_registry import DATA, MODEL_NAME, build_results, dead_uri, pending_tabular
 
+from semops import paths
 from semops.redaction import redact
 from semops.tracking import describe
 from semops.tracking.bundle import BUNDLE, COMPLETE_TAG, RESULT_TAG, epoch_times, mlflow_key
@@ -298,7 +299,7 @@ def test_a_research_change_adds_a_research_run_only_and_vice_versa(
     client = client_of(project)
     counts = lambda: (len(runs_of(client, "semops")), len(runs_of(client, "semops-research")))  # noqa: E731
     tabular, research = counts()
-    research_json = project / "data/reports/research.json"
+    research_json = project / "reports/research.json"
     changed = json.loads(research_json.read_text())
     changed["pyfaq"]["hybrid"]["ndcg_at_10"] = 0.6
     research_json.write_text(json.dumps(changed))
@@ -667,7 +668,7 @@ def test_changing_the_tracking_store_logs_the_research_result_there_too(
     run(["python", "stages/track.py"], project, MLFLOW_TRACKING_URI=other)
     store = json.loads((project / "data/reports/mlflow_store.json").read_text())
     assert store == {"tracking_uri": other}
-    tracked = json.loads((project / "data/reports/mlflow.json").read_text())
+    tracked = json.loads((project / paths.TRACKED).read_text())
     assert set(tracked) == {"result_id", "research_result_id"}
     research_id = results[1]["mlp"]["research_result_id"]
     (logged,) = result_runs(other, "semops-research", research_id)

@@ -70,8 +70,9 @@ def _stale(target: Path, kind: str) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path`, with `mode`, only if the
+    block succeeds. The temporary is 0600 until then: a secret never lies readable by others.
 
     A reader never sees a half-written file, and a process killed mid-write leaves the
     previous version (or nothing) in place. Writers may run at once: the last rename wins, and
@@ -88,7 +89,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -149,8 +150,8 @@ def _swap_in(tmp: Path, target: Path, attempts: int = 20) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> None:
+    with atomic_path(path, mode) as tmp:
         tmp.write_bytes(data)
 
 

@@ -15,8 +15,12 @@ RAW = DATA / "raw"
 INTERIM = DATA / "interim"
 PROCESSED = DATA / "processed"
 MODELS = DATA / "models"
-REPORTS = DATA / "reports"
+# Metrics and plot data, committed to git (DVC outputs with `cache: false`): a clone shows them,
+# `dvc metrics diff` compares them with no pull, and a pull request's diff shows their change.
+REPORTS = Path("reports")
 PLOTS = REPORTS / "plots"
+# This machine's own records beside them, git-ignored and no DVC output.
+LOCAL_REPORTS = DATA / "reports"
 
 SPLITS = ("train", "val", "test")
 
@@ -50,7 +54,7 @@ CLEAN_METRICS = REPORTS / "clean.json"
 TRAIN_METRICS = REPORTS / "train.json"
 TRAIN_HISTORY = REPORTS / "train_history.csv"
 # When each epoch ended, for MLflow's metric timestamps: not a DVC output (no two runs agree).
-TRAIN_TIMES = REPORTS / "train_times.json"
+TRAIN_TIMES = LOCAL_REPORTS / "train_times.json"
 EVAL_METRICS = REPORTS / "metrics.json"
 ROC_PLOT = PLOTS / "roc.csv"
 PR_PLOT = PLOTS / "pr.csv"
@@ -71,11 +75,12 @@ RESEARCH_METRICS = REPORTS / "research.json"
 DVC_LOCK = Path(".dvc") / "tmp" / "lock"
 DVC_RWLOCK = Path(".dvc") / "tmp" / "rwlock"
 
-# The result id the track stage mirrored: its absence (a fresh clone) makes the stage run.
-TRACKED = REPORTS / "mlflow.json"
+# The result ids the track stage mirrored (content hashes, the same on every machine): committed,
+# so a fresh clone finds the stage up to date; their absence makes it run.
+TRACKED = LOCAL_REPORTS / "mlflow.json"
 # The store that result went to: not a DVC output (a server's URL differs between teammates,
 # the sqlite store's path between clones), so dvc.lock is the same for all.
-TRACKED_STORE = REPORTS / "mlflow_store.json"
+TRACKED_STORE = LOCAL_REPORTS / "mlflow_store.json"
 
 
 def project_root() -> Path:

@@ -48,7 +48,7 @@ def test_inf_in_a_numeric_column_is_set_missing_and_reported(tmp_path: Path) -> 
     for stage in ("download", "clean", "featurize"):
         result = run_stage(tmp_path, stage, **passthrough())
         assert result.returncode == 0, f"{stage}: {result.stderr[-2000:]}"
-    report = json.loads((tmp_path / "data/reports/clean.json").read_text())
+    report = json.loads((tmp_path / "reports/clean.json").read_text())
     assert report["set_missing"]["non_finite"] == {"age": 4}
     spec = json.loads(
         (tmp_path / "data/processed/featurizer.json").read_text(), parse_constant=no_constants

@@ -16,7 +16,7 @@ from typing import Any
 from conftest import run
 
 import semops
-from semops.tracking.mirror import _experiment_id
+from semops.tracking.mirror import experiment_id_for
 
 TASK = re.compile(r"^([0-9a-f]{7})\s+(\S+)\s.*\s(Queued|Running|Success|Failed)\s*$", re.M)
 # The stages run the semops this test imports: the venv's editable install, or PYTHONPATH's.
@@ -36,12 +36,18 @@ def run_queue(project: Path, jobs: int, values: str, experiment: str) -> dict[st
     overrides = ["model=logreg", f"model.C={values}", f"tracking.experiment={experiment}"]
     run(["dvc", "exp", "run", "--queue", *(f"-S{o}" for o in overrides)], project, PYTHONPATH=SRC)
     run(["dvc", "queue", "start", "-j", str(jobs)], project, PYTHONPATH=SRC)
-    deadline = time.monotonic() + 600
+    return finished(project, before)
+
+
+def finished(project: Path, before: set[str], timeout: float = 600) -> dict[str, str]:
+    """Task name -> status of the tasks not in `before`, once every one has ended."""
+    deadline = time.monotonic() + timeout
+    tasks: dict[str, str] = {}
     while time.monotonic() < deadline:
         tasks = {k: v for k, v in queue_status(project).items() if k not in before}
         if tasks and all(status in {"Success", "Failed"} for status in tasks.values()):
             return tasks
-        time.sleep(3)
+        time.sleep(2)
     raise AssertionError(f"the queue did not finish: {tasks}")
 
 
@@ -108,5 +114,5 @@ class RacedClient:
 
 def test_an_experiment_created_meanwhile_on_a_server_is_taken() -> None:
     client = RacedClient()
-    assert _experiment_id(client, "semops", "http://mlflow.invalid:5000") == "7"
+    assert experiment_id_for(client, "semops", "http://mlflow.invalid:5000") == "7"
     assert client.lookups == 2

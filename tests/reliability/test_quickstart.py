@@ -1,5 +1,6 @@
 """The README's two commands: `make run`, then `make test`, which installs what its tests need
-(Debian's Chromium, for the web tests) itself, and says so, before any test runs."""
+(Debian's Chromium, for the web tests, and PostgreSQL, for the team server's) itself, and says
+so, before any test runs."""
 
 from __future__ import annotations
 
@@ -53,9 +54,11 @@ def test_make_test_installs_chromium_before_any_test_runs(checkout: Path, target
     result = make(checkout, "-n", target, f"CHROMIUM={MISSING}")  # -n: print, run nothing
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    install = next(i for i, line in enumerate(lines) if "apt-get install -y -q chromium" in line)
+    install = next(i for i, line in enumerate(lines) if "install -y -q chromium" in line)
+    postgres = next(i for i, line in enumerate(lines) if "install -y -q postgresql" in line)
     tests = next(i for i, line in enumerate(lines) if "/pytest" in line)
-    assert install < tests
+    assert install < tests and postgres < tests
+    assert "DEBIAN_FRONTEND=noninteractive apt-get" in "\n".join(lines[:tests])
     assert "installing Debian's chromium" in "\n".join(lines[:tests])  # and says so
 
 

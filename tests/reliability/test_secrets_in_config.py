@@ -71,8 +71,8 @@ def test_an_override_reading_the_environment_is_refused(project: Path, value: st
 def test_a_conf_file_reading_the_environment_is_refused(project: Path) -> None:
     config = project / "conf" / "config.yaml"
     text = config.read_text()
-    assert "  collection: research\n" in text
-    config.write_text(text.replace("  collection: research\n", "  collection: ${oc.env:HOME}\n"))
+    assert "  collection: research " in text
+    config.write_text(text.replace("  collection: research ", "  collection: ${oc.env:HOME} ", 1))
     assert_refused(compose(project), project, "research.store.collection: ${oc.env:HOME}")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from semops.cli import predict as predict_command
 from semops.cli import research as research_commands
+from semops.cli import server as server_command
 from semops.errors import SemopsError
 
 
@@ -60,19 +61,70 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _mirror(args: argparse.Namespace) -> None:
-    from semops.redaction import redact
-    from semops.tracking.mirror import mirror_pending, tracking_uri
+    from semops.redaction import URL_CREDENTIALS, redact
+    from semops.tracking.mirror import local_store, mirror_pending, tracking_uri
 
-    done, failed = mirror_pending()
-    here = redact(tracking_uri())
+    if args.source and not args.to:
+        raise SemopsError("semops mirror: --from needs --to, the store to copy into")
+    for option, uri in (("--to", args.to), ("--from", args.source)):
+        if uri and URL_CREDENTIALS.search(uri):
+            raise SemopsError(
+                f"semops mirror: {option} {redact(uri)}: refused a URI with credentials (a "
+                "command's arguments show in ps): give them in MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (environment or .env)"
+            )
+    target = args.to or tracking_uri()
+    source = None
+    if args.to:
+        from semops.tracking.transfer import same_store
+
+        source = args.source or local_store()
+        if same_store(source, target):
+            raise SemopsError(f"semops mirror: --to {redact(target)} is the store copied from")
+    done, failed = mirror_pending(target)
+    here = redact(target)
     for result_id, run_id, new, meant_for in done:
         notes = [] if new else ["already there"]
         if meant_for and meant_for != here:
             notes.append(f"it was produced for {meant_for}")
         print(f"mirror: {result_id} -> run {run_id}" + (f" ({'; '.join(notes)})" if notes else ""))
     print(f"mirror: {len(done)} pending result(s) mirrored to {here}")
-    if failed:
-        raise SemopsError(f"{len(failed)} result(s) still pending:\n  " + "\n  ".join(failed))
+    problems = (
+        [f"{len(failed)} result(s) still pending:\n  " + "\n  ".join(failed)] if failed else []
+    )
+    if source is not None:
+        try:
+            problems += _copy_store(source, target)
+        except SemopsError as exc:  # the target out of reach: said with what is still pending
+            raise SemopsError("\n".join([*problems, str(exc)])) from exc
+    if problems:
+        raise SemopsError("\n".join(problems))
+
+
+def _copy_store(source: str, target: str) -> list[str]:
+    """Copy `source` into `target` and say what was done; return what failed."""
+    from semops.redaction import redact
+    from semops.tracking.transfer import copy_store
+
+    copied = copy_store(source, target)
+    print(
+        f"mirror: {copied.runs} run(s) copied from {redact(source)} to {redact(target)}, "
+        f"{copied.runs_there} already there"
+    )
+    print(
+        f"mirror: {copied.versions} model version(s) registered, "
+        f"{copied.versions_there} already there"
+    )
+    for name, aliases in copied.aliases.items():
+        for alias, version in sorted(aliases.items()):
+            print(f"mirror: {name}@{alias} is version {version}")
+    if copied.aliases:
+        print("mirror: champion is the best test ROC AUC of all the versions there, teammates' too")
+    for line in copied.skipped:
+        print(f"mirror: left out {line}")
+    if not copied.failed:
+        return []
+    return [f"{len(copied.failed)} part(s) not copied:\n  " + "\n  ".join(copied.failed)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,11 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "report", help="print the test metrics and where to look next"
     ).set_defaults(func=_report)
-    commands.add_parser("mirror", help="log results that could not reach MLflow").set_defaults(
-        func=_mirror
+    mirror = commands.add_parser(
+        "mirror",
+        help="log results that could not reach MLflow; with --to, copy the local store there",
     )
+    mirror.add_argument(
+        "--to",
+        metavar="URI",
+        help="the store to log pending results to and copy the local store into, once "
+        "(a team's server: http://HOST:5050); default: MLFLOW_TRACKING_URI, no copy",
+    )
+    mirror.add_argument(
+        "--from",
+        dest="source",
+        metavar="URI",
+        help="the store --to copies (default: the project's sqlite store, mlruns/mlflow.db)",
+    )
+    mirror.set_defaults(func=_mirror)
     predict_command.add_parser(commands)
     research_commands.add_parser(commands)
+    server_command.add_parser(commands)
     return parser
 
 

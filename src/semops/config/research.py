@@ -82,12 +82,38 @@ class ChunkConfig:
 
 
 @dataclass(frozen=True, config=STRICT)
+class ClusterConfig:
+    """How semops creates a server's collection (kind server only); the defaults are Qdrant's.
+    A collection whose settings differ is refused, never changed: `semops research rebuild
+    --force` recreates it with these."""
+
+    shard_number: PositiveInt | None = None
+    """null: the server's choice when it creates the collection (one shard per node)."""
+    replication_factor: PositiveInt = 1
+    """Copies of each shard, on as many nodes."""
+    write_consistency_factor: PositiveInt = 1
+    """Copies that must acknowledge a write before it counts as done."""
+    on_disk_payload: StrictBool = True
+    """true: payloads are read from disk when asked for, not held in RAM."""
+
+    def __post_init__(self) -> None:
+        if self.write_consistency_factor > self.replication_factor:
+            raise ConfigError(
+                "research.store.cluster.write_consistency_factor must not exceed "
+                f"replication_factor ({self.replication_factor}): a write would wait for more "
+                f"copies than there are, got {self.write_consistency_factor!r}"
+            )
+
+
+@dataclass(frozen=True, config=STRICT)
 class StoreConfig:
     kind: Literal["edge", "server"] = "edge"
     """edge: Qdrant's in-process engine on disk (no server); server: a Qdrant server by URL."""
     url: StrictStr | None = None
     """The Qdrant server's URL; its key, QDRANT_API_KEY, from the environment."""
     collection: StrictStr = "research"
+    """Teammates who share an index name the same collection on the same server."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         if self.kind == "server" and self.url is None:

@@ -5,7 +5,7 @@ own content (its result id), so that logging one twice never adds a second run.
   tabular metrics, the per-epoch history (with each epoch's real end time where the train stage
   recorded it), the raw data set as an MLflow dataset, the tags, and what the MLflow Model and
   its registry version need (`describe`).
-- The research bundle: the research params and data/reports/research.json, logged to their own
+- The research bundle: the research params and reports/research.json, logged to their own
   run in the experiment `<tracking.experiment>-research`. A research change therefore adds no
   tabular run, and a tabular change no research run.
 """
@@ -46,7 +46,7 @@ def mlflow_key(key: str) -> str:
 
 
 def metric_key_prefix(path: Path) -> str:
-    """Metrics of data/reports/metrics.json keep their own names; other files are prefixed."""
+    """Metrics of reports/metrics.json keep their own names; other files are prefixed."""
     return "" if path == paths.EVAL_METRICS else f"{path.stem}."
 
 

@@ -36,10 +36,15 @@ def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI (the environment, or the project's .env that entry points load); else
     the sqlite store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
+    return uri or local_store()
 
 
-def _import_mlflow_client() -> None:
+def local_store() -> str:
+    """The project's own sqlite store (what the track stage logs to without a server)."""
+    return f"sqlite:///{paths.mlruns_dir() / 'mlflow.db'}"
+
+
+def import_mlflow_client() -> None:
     configure_client_env()
     try:
         # Seconds of imports, done while the plots render.
@@ -57,7 +62,14 @@ def _import_mlflow_client() -> None:
 def short_reason(exc: BaseException, limit: int = 160) -> str:
     """The gist of a client error: MLflow's own messages quote whole request URLs and causes."""
     text = redact(f"{type(exc).__name__}: {exc}")
-    for gist in ("Connection refused", "timed out", "Name or service not known", "status code 5"):
+    gists = (
+        "Connection refused",
+        "Connection aborted",
+        "timed out",
+        "Name or service not known",
+        "status code 5",
+    )
+    for gist in gists:
         if gist in text:
             return gist
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -135,7 +147,7 @@ def _log_bundle(
 
     client = MlflowClient(tracking_uri=uri)
     with process_tracking_uri(uri):
-        experiment_id = _experiment_id(client, bundle["experiment"], uri)
+        experiment_id = experiment_id_for(client, bundle["experiment"], uri)
         run_id, new = log_run(client, experiment_id, directory, bundle, exclusive)
         if not new and not is_complete(client.get_run(run_id)):
             log.info(
@@ -215,7 +227,7 @@ def process_tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = before
 
 
-def _experiment_id(client: Any, name: str, uri: str, looked_again: bool = False) -> str:
+def experiment_id_for(client: Any, name: str, uri: str, looked_again: bool = False) -> str:
     """The experiment's id, creating it (artifacts beside the sqlite store) where it is new."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None and experiment.lifecycle_stage == "deleted":
@@ -228,19 +240,22 @@ def _experiment_id(client: Any, name: str, uri: str, looked_again: bool = False)
         return str(experiment.experiment_id)
     from mlflow.exceptions import MlflowException
 
-    location = (paths.mlruns_dir() / "artifacts").as_uri() if uri.startswith("sqlite:") else None
+    # Beside the database: mlruns/artifacts for the project's own, a copy's target keeps its own.
+    database = sqlite_database(uri)
+    location = (Path(database).resolve().parent / "artifacts").as_uri() if database else None
     try:
         return str(client.create_experiment(name, artifact_location=location))
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS" or looked_again:
             raise
         # Created by another client since the look-up above (a server has many): take it.
-        return _experiment_id(client, name, uri, looked_again=True)
+        return experiment_id_for(client, name, uri, looked_again=True)
 
 
 def is_unreachable(exc: BaseException) -> bool:
     """Whether an MLflow client error means the store could not be reached at all: no
-    connection, a timeout, or a gateway saying the server behind it is down (502, 503, 504).
+    connection, a timeout, a server gone mid-request (killed: the connection closed with no
+    reply), or a gateway saying the server behind it is down (502, 503, 504).
     A server that answers with an error (500, 4xx) was reached: its refusal is not hidden. A
     sqlite store another process kept locked past STORE_LOCK_TIMEOUT_S counts as out of reach."""
     out_of_reach = (ConnectionError, TimeoutError, FileLockedError)
@@ -252,6 +267,7 @@ def is_unreachable(exc: BaseException) -> bool:
             "ReadTimeoutError",
             "ConnectTimeout",
             "ReadTimeout",
+            "ProtocolError",  # urllib3: the connection aborted or broken mid-request
         }:
             return True
         current = current.__cause__ or current.__context__
@@ -259,6 +275,8 @@ def is_unreachable(exc: BaseException) -> bool:
     signs = (
         "NewConnectionError",
         "Connection refused",
+        "Connection aborted",
+        "Connection broken",
         "ConnectTimeout",
         "Read timed out",
         "Name or service not known",
@@ -314,7 +332,7 @@ def track_workspace(
         ids[bundle["kind"]] = bundle["tags"][RESULT_TAG]
         if bundle["kind"] == RESEARCH and ids[RESEARCH] in delivered:
             continue
-        rendering = _import_mlflow_client if bundle["kind"] == TABULAR else lambda: None
+        rendering = import_mlflow_client if bundle["kind"] == TABULAR else lambda: None
         spooled.append((bundle, spool(bundle, while_rendering=rendering)))
     return ids, deliver(spooled, uri)
 

@@ -15,6 +15,7 @@ from typing import Any
 from semops.config.schema import PARAMS_FILE, load_section
 from semops.tracking.bundle import RESULT_TAG
 from semops.tracking.describe import ROC_TAG, registered_model_name
+from semops.tracking.runlog import inserted_meanwhile
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +38,48 @@ def register(client: Any, bundle: dict[str, Any], run_id: str, model_id: str) ->
     champion alias. Returns (version, whether it is new)."""
     section = bundle["model"]
     name = section["registered_name"]
-    data_name = bundle["tags"].get("dataset", "")
-    ensure_registered_model(client, name, data_name)
-    result_id = bundle["tags"][RESULT_TAG]
-    found = [v for v in versions(client, name) if v.tags.get(RESULT_TAG) == result_id]
-    if found:
-        version, new = str(min(int(v.version) for v in found)), False
-    else:
-        created = client.create_model_version(
-            name,
-            source=f"models:/{model_id}",
-            run_id=run_id,
-            tags=section["version"]["tags"],
-            description=section["version"]["description"],
-            await_creation_for=0,
-            model_id=model_id,
-        )
-        version, new = str(created.version), True
-        version, new = settle(client, name, result_id, version)
+    ensure_registered_model(
+        client, name, model_description(name, bundle["tags"].get("dataset", ""))
+    )
+    version = section["version"]
+    added = add_version(client, name, model_id, run_id, version["tags"], version["description"])
     set_aliases(client, name)
-    return version, new
+    return added
 
 
-def settle(client: Any, name: str, result_id: str, version: str) -> tuple[str, bool]:
-    """One version per result, also when two processes registered it at once on a server: the
-    oldest version stands; a later one deletes itself."""
-    found = [int(v.version) for v in versions(client, name) if v.tags.get(RESULT_TAG) == result_id]
+def add_version(
+    client: Any,
+    name: str,
+    model_id: str,
+    run_id: str | None,
+    tags: dict[str, str],
+    description: str,
+    key: str = RESULT_TAG,
+) -> tuple[str, bool]:
+    """A version of the model `model_id`, unless the result it is of (`tags[key]`) has one.
+    Returns (version, whether it is new)."""
+    result_id = tags[key]
+    found = [v for v in versions(client, name) if v.tags.get(key) == result_id]
+    if found:
+        return str(min(int(v.version) for v in found)), False
+    created = client.create_model_version(
+        name,
+        source=f"models:/{model_id}",
+        run_id=run_id,
+        tags=tags,
+        description=description,
+        await_creation_for=0,
+        model_id=model_id,
+    )
+    return settle(client, name, result_id, str(created.version), key)
+
+
+def settle(
+    client: Any, name: str, result_id: str, version: str, key: str = RESULT_TAG
+) -> tuple[str, bool]:
+    """One version per result (`key`: the tag holding it), also when two processes registered
+    it at once on a server: the oldest version stands; a later one deletes itself."""
+    found = [int(v.version) for v in versions(client, name) if v.tags.get(key) == result_id]
     oldest = str(min(found, default=int(version)))
     if oldest == version:
         return version, True
@@ -70,19 +87,27 @@ def settle(client: Any, name: str, result_id: str, version: str) -> tuple[str, b
     return oldest, False
 
 
-def ensure_registered_model(client: Any, name: str, data_name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    description = (
+def model_description(name: str, data_name: str) -> str:
+    return (
         f"The models of data set {data_name}: one version per pipeline result. "
         f"models:/{name}@{CHAMPION} is the version with the best test ROC AUC (ties: the older "
         f"one); models:/{name}/{LATEST} the newest."
     )
+
+
+def ensure_registered_model(
+    client: Any, name: str, description: str | None, tags: dict[str, str] | None = None
+) -> bool:
+    """Create the registered model unless it exists; return whether it was created."""
+    from mlflow.exceptions import MlflowException
+
     try:
-        client.create_registered_model(name, description=description)
+        client.create_registered_model(name, tags=tags, description=description)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+        return False
+    return True
 
 
 def versions(client: Any, name: str) -> list[Any]:
@@ -111,6 +136,15 @@ def _roc(version: Any) -> float | None:
         return None
 
 
+def _lost_race(exc: Any) -> bool:
+    """Whether moving an alias failed because another process changed the registry at the same
+    moment: the version was deleted meanwhile (a duplicate settled), or another process
+    inserted the alias first."""
+    return exc.error_code == "RESOURCE_DOES_NOT_EXIST" or inserted_meanwhile(
+        exc, "registered_model_alias"
+    )
+
+
 def set_aliases(client: Any, name: str) -> None:
     """Move each alias to its choice among the versions, then look again until the choice
     stands: on a server, processes registering at once each choose from what they saw, and
@@ -128,10 +162,10 @@ def set_aliases(client: Any, name: str) -> None:
         for alias, version in moves.items():
             try:
                 client.set_registered_model_alias(name, alias, version)
-            except MlflowException as exc:  # deleted meanwhile (a duplicate settled): look again
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            except MlflowException as exc:
+                if not _lost_race(exc):
                     raise
-                continue
+                continue  # look again at what the other process left
             log.info("track: %s@%s is now version %s", name, alias, version)
     log.warning(
         "track: the aliases of %s were still moving after %d rounds (other processes "

@@ -18,7 +18,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,10 @@ BATCH = 100  # MLflow takes at most 100 params (and 1000 metrics) per log_batch
 DATASET_CONTEXT = "raw"  # the raw table, which the pipeline splits into train, val and test
 # The process logging a run, `<host>:<pid>`: on its own machine, whether it still runs.
 LOGGER_TAG = "semops.logged_by"
-# An incomplete run of another machine (or without LOGGER_TAG) started longer ago than this is
+# When that process began logging the run, where that is not the run's start time (a run copied
+# from another store keeps the start time it had there).
+LOGGING_SINCE_TAG = "semops.logging_since"
+# An incomplete run of another machine (or without LOGGER_TAG) begun longer ago than this is
 # taken for abandoned: logging one result takes seconds, a minute with a large model.
 STALE_RUN_S = 3600.0
 
@@ -47,8 +50,8 @@ def is_complete(run: Any) -> bool:
 def abandoned(run: Any, now_ms: int, exclusive: bool) -> bool:
     """Whether an incomplete run is one no process is logging any more: the caller holds the
     sqlite store's lock (`exclusive`: every process logging there holds it while it logs), or
-    the process named in its LOGGER_TAG is on this machine and has ended, or it started more
-    than STALE_RUN_S ago. A complete run is never abandoned."""
+    the process named in its LOGGER_TAG is on this machine and has ended, or it began logging
+    more than STALE_RUN_S ago. A complete run is never abandoned."""
     if is_complete(run):
         return False
     if exclusive:
@@ -56,7 +59,8 @@ def abandoned(run: Any, now_ms: int, exclusive: bool) -> bool:
     host, _, pid = str(run.data.tags.get(LOGGER_TAG, "")).rpartition(":")
     if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
         return True
-    return bool(now_ms - int(run.info.start_time or 0) > STALE_RUN_S * 1000)
+    began = run.data.tags.get(LOGGING_SINCE_TAG) or run.info.start_time or 0
+    return bool(now_ms - int(began) > STALE_RUN_S * 1000)
 
 
 def keeper(runs: Iterable[Any]) -> Any | None:
@@ -64,13 +68,33 @@ def keeper(runs: Iterable[Any]) -> Any | None:
     return min(runs, key=lambda r: (int(r.info.start_time or 0), r.info.run_id), default=None)
 
 
-def result_runs(client: Any, experiment_id: str, result_id: str) -> list[Any]:
-    """The active runs of a result, complete or not."""
+def result_runs(
+    client: Any, experiment_id: str, result_id: str, tag: str = RESULT_TAG
+) -> list[Any]:
+    """The active runs of a result (keyed by `tag`: the result id, or another key a run is
+    known by), complete or not."""
     return list(
         client.search_runs(
-            [experiment_id], filter_string=f"tags.`{RESULT_TAG}` = '{result_id}'", max_results=1000
+            [experiment_id], filter_string=f"tags.`{tag}` = '{result_id}'", max_results=1000
         )
     )
+
+
+def standing_run(
+    client: Any, experiment_id: str, result_id: str, exclusive: bool, tag: str = RESULT_TAG
+) -> Any | None:
+    """The run that stands for a result, complete or still being logged by another process,
+    once its abandoned runs are deleted; None where none does."""
+    from mlflow.exceptions import MlflowException
+
+    found = result_runs(client, experiment_id, result_id, tag)
+    moment = now_ms()
+    for run in found:
+        if abandoned(run, moment, exclusive):
+            # Another process may be deleting it too; one left behind is never a keeper.
+            with contextlib.suppress(MlflowException):
+                discard(client, experiment_id, run.info.run_id)
+    return keeper(r for r in found if not abandoned(r, moment, exclusive))
 
 
 def now_ms() -> int:
@@ -89,6 +113,21 @@ def discard(client: Any, experiment_id: str, run_id: str) -> None:
     client.delete_run(run_id)
 
 
+@contextlib.contextmanager
+def discarded_on_failure(client: Any, experiment_id: str, run_id: str) -> Iterator[None]:
+    """A run whose logging fails is deleted, with its models; one cut off by the store going
+    out of reach is left to the next attempt, which finds it abandoned."""
+    try:
+        yield
+    except Exception as exc:
+        from semops.tracking.mirror import is_unreachable
+
+        if not is_unreachable(exc):
+            with contextlib.suppress(Exception):
+                discard(client, experiment_id, run_id)
+        raise
+
+
 def log_run(
     client: Any,
     experiment_id: str,
@@ -103,16 +142,7 @@ def log_run(
     completes it). `exclusive`: the caller holds the store's lock (see `abandoned`)."""
     tags = bundle["tags"]
     result_id = tags[RESULT_TAG]
-    found = result_runs(client, experiment_id, result_id)
-    moment = now_ms()
-    from mlflow.exceptions import MlflowException
-
-    for run in found:
-        if abandoned(run, moment, exclusive):
-            # Another process may be deleting it too; one left behind is never a keeper.
-            with contextlib.suppress(MlflowException):
-                discard(client, experiment_id, run.info.run_id)
-    standing = keeper(r for r in found if not abandoned(r, moment, exclusive))
+    standing = standing_run(client, experiment_id, result_id, exclusive)
     if standing is not None:
         if is_complete(standing):
             note_experiment(client, standing, tags)
@@ -124,7 +154,7 @@ def log_run(
         tags={**tags, COMPLETE_TAG: "false", LOGGER_TAG: this_process()},
     )
     run_id = run.info.run_id
-    try:
+    with discarded_on_failure(client, experiment_id, run_id):
         model_id = None
         if bundle.get("model") and (directory / CODE).is_dir():
             model_id = log_model(client, experiment_id, run_id, directory, bundle)
@@ -136,18 +166,16 @@ def log_run(
 
         client.log_batch(run_id, tags=[RunTag(COMPLETE_TAG, "true")])
         client.set_terminated(run_id)
-    except Exception as exc:
-        from semops.tracking.mirror import is_unreachable
-
-        if not is_unreachable(exc):  # else the next attempt deletes it
-            with contextlib.suppress(Exception):
-                discard(client, experiment_id, run_id)
-        raise
     return settle(client, experiment_id, result_id, run_id, exclusive)
 
 
 def settle(
-    client: Any, experiment_id: str, result_id: str, run_id: str, exclusive: bool = False
+    client: Any,
+    experiment_id: str,
+    result_id: str,
+    run_id: str,
+    exclusive: bool = False,
+    tag: str = RESULT_TAG,
 ) -> tuple[str, bool]:
     """One run per result, also when processes logged it at once to a server (which, unlike
     the sqlite store, no lock serialises): the keeper among the result's runs that are not
@@ -156,7 +184,7 @@ def settle(
     moment = now_ms()
     found = [
         r
-        for r in result_runs(client, experiment_id, result_id)
+        for r in result_runs(client, experiment_id, result_id, tag)
         if r.info.run_id == run_id or not abandoned(r, moment, exclusive)
     ]
     standing = keeper(found)
@@ -179,16 +207,33 @@ def log_values(
     for row, timestamp in zip(history, times, strict=True):
         step = int(row["epoch"])
         metrics += [Metric(k, v, int(timestamp), step) for k, v in row.items() if k != "epoch"]
-    params = [Param(k, v) for k, v in bundle["params"].items()]
+    log_batches(client, run_id, metrics, [Param(k, v) for k, v in bundle["params"].items()])
+
+
+def log_batches(client: Any, run_id: str, metrics: list[Any], params: list[Any]) -> None:
     for start in range(0, max(len(metrics), len(params)), BATCH):
         client.log_batch(
             run_id, metrics=metrics[start : start + BATCH], params=params[start : start + BATCH]
         )
 
 
+def inserted_meanwhile(exc: Any, constraint: str) -> bool:
+    """Whether a server refused a write because another process inserted the same row at the
+    same moment: its SQL store looks the row up, then inserts it, so two processes that both
+    found none collide on `constraint` (PostgreSQL: "duplicate key value violates unique
+    constraint"; sqlite: "UNIQUE constraint failed"). Seen with four queue workers."""
+    text = str(exc)
+    return constraint in text and (
+        "duplicate key value" in text or "UNIQUE constraint failed" in text
+    )
+
+
 def log_dataset(client: Any, run_id: str, dataset: dict[str, Any]) -> None:
-    """The raw table under the run page's "Datasets": its name, digest, source and schema."""
+    """The raw table under the run page's "Datasets": its name, digest, source and schema.
+    Queued experiments log one data set at once: where another process's insert of it won,
+    logging again links the run to that one."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     entity = Dataset(
         name=dataset["name"],
@@ -199,7 +244,13 @@ def log_dataset(client: Any, run_id: str, dataset: dict[str, Any]) -> None:
         profile=dataset.get("profile"),
     )
     context = InputTag(key="mlflow.data.context", value=DATASET_CONTEXT)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset=entity, tags=[context])])
+    inputs = [DatasetInput(dataset=entity, tags=[context])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException as exc:
+        if not inserted_meanwhile(exc, "dataset"):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def log_files(client: Any, run_id: str, directory: Path, with_model: bool) -> None:

@@ -59,7 +59,14 @@ def _store(cfg: ResearchConfig, embedder: Embedder, mode: Mode) -> Store:
     key = store_key(embedder)
     if cfg.store.kind == "server":
         assert cfg.store.url is not None  # checked by StoreConfig
-        return ServerStore(cfg.store.url, cfg.store.collection, embedder.dim, key, mode=mode)
+        return ServerStore(
+            cfg.store.url,
+            cfg.store.collection,
+            embedder.dim,
+            key,
+            cluster=cfg.store.cluster,
+            mode=mode,
+        )
     try:
         return EdgeStore(paths.RESEARCH_INDEX, embedder.dim, key, recreate=mode == "rebuild")
     except IndexMismatchError as exc:
@@ -216,7 +223,9 @@ def rebuild_collection(cfg: ResearchConfig, collection: str, *, force: bool) -> 
     built = paths.RESEARCH_CHUNKS.exists() and paths.RESEARCH_INDEX_MANIFEST.exists()
     if built and read_json(paths.RESEARCH_INDEX_MANIFEST)["embedder"] == embedder.key:
         chunks = read_chunks(paths.RESEARCH_CHUNKS)
-    now = ServerStore.describe(cfg.store.url, collection, embedder.dim, store_key(embedder))
+    now = ServerStore.describe(
+        cfg.store.url, collection, embedder.dim, store_key(embedder), cfg.store.cluster
+    )
     plan = (
         f"delete Qdrant collection {collection!r} at {redact(cfg.store.url)} ({now}), create it "
         f"for embedder {store_key(embedder)!r} with {embedder.dim}-d vectors, and "

@@ -1,12 +1,14 @@
 """The research index as a collection on a Qdrant server (or cluster), through qdrant-client.
 
 A server's collection may be shared with others: semops deletes or rewrites only a collection it
-created (its metadata records the embedder, vector size and layout) with this project's
-settings, and deletes one only when asked by name (`semops research rebuild --force`)."""
+created (its metadata records the embedder, vector size, layout and research.store.cluster) with
+this project's settings, and deletes one only when asked by name (`semops research rebuild
+--force`)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from semops.config.research import ClusterConfig
 from semops.errors import SemopsError
 from semops.redaction import redact
 from semops.research.index.store import base
@@ -36,10 +39,10 @@ class ServerStore(base.ClosingContext):
     """A collection on a Qdrant server (or cluster) at `url`, through qdrant-client; the API key,
     if the server wants one, comes from QDRANT_API_KEY only.
 
-    `mode` (see Mode) says what opening may do. A collection semops did not create, or built
-    with another embedder, dimension or layout, is an IndexMismatchError in every mode but
-    rebuild: it is never deleted nor written. Dense search uses the server's own index settings
-    (HNSW by default).
+    `mode` (see Mode) says what opening may do; `cluster`, how a collection is created. A
+    collection semops did not create, or built with another embedder, dimension, layout or
+    cluster settings, is an IndexMismatchError in every mode but rebuild: it is never deleted
+    nor written. Dense search uses the server's own index settings (HNSW by default).
     """
 
     def __init__(
@@ -49,10 +52,11 @@ class ServerStore(base.ClosingContext):
         dim: int,
         embedder: str,
         *,
+        cluster: ClusterConfig,
         mode: Mode = "build",
         timeout: int = 60,
     ):
-        self._setup(_client(url, timeout), redact(url), collection, dim, embedder, mode)
+        self._setup(_client(url, timeout), redact(url), collection, dim, embedder, cluster, mode)
 
     @classmethod
     def with_client(
@@ -62,22 +66,23 @@ class ServerStore(base.ClosingContext):
         dim: int,
         embedder: str,
         *,
+        cluster: ClusterConfig | None = None,
         mode: Mode = "build",
         where: str = "qdrant-client",
     ) -> ServerStore:
-        """The store on a client made elsewhere (e.g. qdrant-client's local mode); `where`
-        names it in messages."""
+        """The store on a client made elsewhere (e.g. qdrant-client's local mode, which ignores
+        the cluster settings but records them); `where` names it in messages."""
         store = cls.__new__(cls)
-        store._setup(client, where, collection, dim, embedder, mode)
+        store._setup(client, where, collection, dim, embedder, cluster or ClusterConfig(), mode)
         return store
 
     @staticmethod
-    def describe(url: str, collection: str, dim: int, embedder: str) -> str:
+    def describe(url: str, collection: str, dim: int, embedder: str, cluster: ClusterConfig) -> str:
         """What the collection at `url` is now, in words, without changing anything."""
         client = _client(url, 60)
         try:
             with _errors(redact(url), collection):
-                state = _state(client, collection, base.index_meta(dim, embedder))
+                state = _state(client, collection, _wanted(dim, embedder, cluster))
         finally:
             client.close()
         if state is None:
@@ -92,6 +97,7 @@ class ServerStore(base.ClosingContext):
         collection: str,
         dim: int,
         embedder: str,
+        cluster: ClusterConfig,
         mode: Mode,
     ) -> None:
         self._client = client
@@ -100,7 +106,7 @@ class ServerStore(base.ClosingContext):
         self.dim = dim
         self.embedder = embedder
         self.mode = mode
-        wanted = base.index_meta(dim, embedder)
+        wanted = _wanted(dim, embedder, cluster)
         with self._errors():
             if mode == "rebuild" and client.collection_exists(collection):
                 log.warning("research: deleting Qdrant collection %r at %s", collection, where)
@@ -137,6 +143,7 @@ class ServerStore(base.ClosingContext):
                 base.BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)
             },
             metadata=wanted,  # what marks the collection as semops's, and with which settings
+            **wanted[CLUSTER],
         )
 
     def _writable(self) -> None:
@@ -222,6 +229,15 @@ class ServerStore(base.ClosingContext):
         self._client.close()
 
 
+# The metadata key of the cluster settings a collection was created with.
+CLUSTER = "cluster"
+
+
+def _wanted(dim: int, embedder: str, cluster: ClusterConfig) -> dict[str, Any]:
+    """What a collection semops creates records in its metadata, and what it must match."""
+    return {**base.index_meta(dim, embedder), CLUSTER: dataclasses.asdict(cluster)}
+
+
 def _state(
     client: QdrantClient, collection: str, wanted: dict[str, Any]
 ) -> tuple[int, str | None] | None:
@@ -289,8 +305,25 @@ def _mismatch(config: qmodels.CollectionConfig, wanted: dict[str, Any]) -> str |
     sparse = (config.params.sparse_vectors or {}).get(base.BM25)
     if sparse is None or sparse.modifier != models.Modifier.IDF:
         differences.append(f"no {base.BM25!r} sparse vectors with IDF")
+    differences += _cluster_differences(config.params, found.get(CLUSTER), wanted[CLUSTER])
     if not differences:
         return None
     return "was built with other settings (the collection's vs this project's): " + "; ".join(
         differences
     )
+
+
+def _cluster_differences(
+    params: qmodels.CollectionParams, recorded: Any, wanted: dict[str, Any]
+) -> list[str]:
+    """The cluster settings of a collection that differ from `wanted`: those the server reports
+    (an administrator may have changed one since), else those the metadata recorded (qdrant-
+    client's local mode reports none). A setting wanted as null is the server's to choose."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    differences = []
+    for key, value in wanted.items():
+        held = getattr(params, key)
+        held = recorded.get(key) if held is None else held
+        if value is not None and held != value:
+            differences.append(f"{key} {held!r} vs {value!r}")
+    return differences
