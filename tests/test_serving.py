@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,14 +22,9 @@ from projectkit import clean_env
 from test_registry import MODEL_NAME, TOLERANCE, build_results, raw_test_rows
 
 from semops.tabular.scoring import PREDICTION, RawScorer
+from semops.tracking.server import free_port
 
 START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def answers(port: int) -> bool:
