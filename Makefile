@@ -18,7 +18,7 @@ SERVER_PORT ?= 5050
 # Extra pip index for torch on machines without a GPU (e.g. PyTorch's CPU wheel index): PyPI's
 # Linux torch wheel is the CUDA build. Empty: use pip's configured indexes.
 TORCH_INDEX_URL ?=
-EXTRAS ?= mlops,research,notebooks,dev
+EXTRAS ?= mlops,research,scale,notebooks,dev
 CHROMIUM ?= /usr/bin/chromium
 # `make remote`: the DVC remote's name (URL=... is its address)
 REMOTE_NAME = $(or $(NAME),team)
@@ -55,12 +55,21 @@ $(STAMP): pyproject.toml constraints.txt
 		$(BIN)/pip install -q -c constraints.txt $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) torch; \
 	fi
 	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	@# On a GPU the local embedder runs on onnxruntime-gpu (PyPI's newest is 1.31.1, beside
+	@# onnxruntime 1.32.0). Both wheels provide the onnxruntime module: never install both, and
+	@# remove both first (removing one deletes the files the other shares).
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(BIN)/pip uninstall -y -q onnxruntime onnxruntime-gpu; \
+		$(BIN)/pip install -q -c constraints.txt onnxruntime-gpu==$(ORT_GPU_VERSION); \
+	fi
 	@# Docling pulls PyPI's torchvision, which fails to load beside a CPU torch ("operator
 	@# torchvision::nms does not exist") and then breaks every transformers model import. Nothing
 	@# here uses torchvision (Docling's layout models are not used offline): drop it where broken.
 	@$(BIN)/python -c "import torchvision" 2>/dev/null || $(BIN)/pip uninstall -y -q torchvision
 	@touch $@
 endif
+
+ORT_GPU_VERSION ?= 1.31.1
 
 setup: $(STAMP) ## Create .venv and install the project (CPU torch where there is no GPU)
 
@@ -161,6 +170,8 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/mypy
 
 bench: $(STAMP) ## Benchmarks; results written to benchmarks/results.md
+	@# the peers compared with (the bench extra), never part of setup's install
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run
 
 clean: ## Remove generated data (not data/raw, the committed reports/, mlruns/, the embedding store, the ONNX model) and tool caches

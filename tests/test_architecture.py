@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
         "semops.redaction",
         "semops.environment",
         "semops.netread",
+        "semops.raycluster",
     ),
     ("semops.config",),
     ("semops.tabular", "semops.research.documents"),

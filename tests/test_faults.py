@@ -131,15 +131,15 @@ def test_dvc_exp_run_with_unknown_group_option_fails(project_copy: Path) -> None
 
 KILL_MID_WRITE = """
 import os, runpy, signal, sys
-import pandas as pd
+import pyarrow.parquet as pq
 
-def write_half_then_die(self, path, *args, **kwargs):
-    with open(path, "wb") as fh:
-        fh.write(b"PAR1 half a file")
-        fh.flush()
+write_table = pq.ParquetWriter.write_table
+
+def write_half_then_die(self, table, *args, **kwargs):
+    write_table(self, table.slice(0, table.num_rows // 2))
     os.kill(os.getpid(), signal.SIGKILL)
 
-pd.DataFrame.to_parquet = write_half_then_die
+pq.ParquetWriter.write_table = write_half_then_die
 sys.argv = [sys.argv[1]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

@@ -13,7 +13,7 @@ import pytest
 from semops.config.schema import FeaturizeConfig
 from semops.errors import SemopsError
 from semops.io import dump_json, write_arrow, write_parquet
-from semops.tabular.clean import normalise_categorical
+from semops.tabular.cleaning import normalise_categorical
 from semops.tabular.featureio import LABEL, load_features
 from semops.tabular.features import fit_featurizer, transform
 
@@ -310,7 +310,7 @@ def test_a_category_spelt_other_in_the_data_does_not_collide(many: pd.DataFrame)
 
 
 def text_split(reviews: list[Any], labels: list[str]) -> pd.DataFrame:
-    from semops.tabular.clean import clean_text
+    from semops.tabular.cleaning import clean_text
 
     table = split({"x": [float(i) for i in range(len(reviews))]}, {"y": labels})
     table["review"] = clean_text(pd.Series(reviews, dtype=object))

@@ -561,6 +561,7 @@ def test_a_multiclass_data_file_without_positive_composes_and_cleans(
     data = yaml.safe_load((work / "params.yaml").read_text())["data"]
     assert data["positive"] is None  # DVC's clean stage declares data.positive
     keys = ["name", "source", "target", "positive", "drop", "types", "valid", "key"]
+    keys += ["batch_rows", "engine"]
     assert list(data) == keys  # each default in the schema's place
     for stage in ("download", "clean"):
         result = run_stage(work, stage)

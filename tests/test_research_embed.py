@@ -23,7 +23,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,15 @@ from semops.config.research import (
 from semops.errors import SemopsError
 from semops.redaction import redact
 from semops.research.documents import sha256_text
-from semops.research.index.embed import make_embedder
+from semops.research.index.embed import export, make_embedder
 from semops.research.index.embed.base import check_vectors, length_sorted_batches, mean_pool
-from semops.research.index.embed.export import hide_broken_torchvision
-from semops.research.index.embed.local import LocalEmbedder, minilm_dir
+from semops.research.index.embed.export import export_fingerprint, hide_broken_torchvision
+from semops.research.index.embed.local import (
+    LocalEmbedder,
+    cuda_device_count,
+    minilm_dir,
+    resolve_device,
+)
 from semops.research.index.embed.remote import (
     OllamaEmbedder,
     OpenAIEmbedder,
@@ -265,7 +270,7 @@ def test_keys_name_provider_model_and_variant(int8: LocalEmbedder, fp32: LocalEm
     assert fp32.key.startswith("local/all-MiniLM-L6-v2/fp32-")
     assert make_embedder(
         "local", LocalEmbedderConfig(), OllamaEmbedderConfig(), OpenAIEmbedderConfig(),
-        int8.model_dir,
+        fp32.model_dir,
     ).key == fp32.key  # the default: fp32  # fmt: skip
 
 
@@ -279,6 +284,110 @@ def test_pooling_and_batching_helpers() -> None:
     np.testing.assert_array_equal(mean_pool(hidden, np.array([[1, 1, 0]])), [[2, 3, 4, 5]])
     batches = length_sorted_batches([5, 1, 5, 3, 1], 2)
     assert [b.tolist() for b in batches] == [[1, 4], [3, 0], [2]]
+    # at most 9 tokens once padded: 1+1+3 fit (3x3), the 5s go one by one, 7 alone is over
+    batches = length_sorted_batches([5, 1, 7, 3, 1, 5], 4, max_tokens=9)
+    assert [b.tolist() for b in batches] == [[1, 4, 3], [0], [5], [2]]
+    assert [b.tolist() for b in length_sorted_batches([1] * 5, 2, max_tokens=99)] == [
+        [0, 1], [2, 3], [4]
+    ]  # fmt: skip
+
+
+# Real prose of the evaluation corpus: what the quality gate is about (docstrings with code and
+# tables, PASSAGES, quantize worse).
+CORPUS = Path(__file__).parents[1] / "samples" / "research" / "pyfaq" / "corpus.jsonl"
+REAL = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines()[:40]]
+
+
+def test_int8_stays_within_the_quality_gate_of_fp32(
+    int8: LocalEmbedder, fp32: LocalEmbedder
+) -> None:
+    # The gate is the mean (0.998, README); the worst text here measured 0.997.
+    cos = cosines(int8.embed_documents(REAL, progress=False), fp32.embed_documents(REAL))
+    assert cos.mean() >= 0.998 and cos.min() >= 0.995, cos
+
+
+def test_length_sorted_batches_give_the_vectors_of_one_text_at_a_time(
+    model_dir: Path, int8: LocalEmbedder, fp32: LocalEmbedder
+) -> None:
+    texts = sorted(REAL, key=len)[:24]  # short ones, several to a batch
+    assert len(length_sorted_batches(fp32.count_tokens(texts), 64, 512)) <= len(texts) / 3
+    one = LocalEmbedderConfig(batch_size=1)
+    reference = fp32.embed_documents(texts, progress=False)
+    alone = LocalEmbedder(replace(one, precision="fp32"), model_dir).embed_documents(texts)
+    # fp32: padding is masked; only the kernels' summation order may differ
+    assert cosines(reference, alone).min() >= 0.99999
+    # int8: each batch has its own activation scale, so batched and single vectors each err
+    # from fp32 their own way (here by up to 0.003; both 0.998 on average, as the gate wants)
+    batched = int8.embed_documents(texts, progress=False)
+    alone = LocalEmbedder(one, model_dir).embed_documents(texts, progress=False)
+    assert cosines(batched, alone).min() >= 0.995
+    for vectors in (batched, alone):
+        assert cosines(vectors, reference).min() >= 0.996
+
+
+def test_device_selection() -> None:
+    cpu_only = ["CPUExecutionProvider"]
+    with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_device("auto", cpu_only, 0) == "cpu"
+    assert resolve_device("auto", with_cuda, 0) == "cpu"  # onnxruntime-gpu on a machine without
+    assert resolve_device("auto", with_cuda, 1) == "cuda"
+    assert resolve_device("cpu", with_cuda, 1) == "cpu"
+    with pytest.raises(SemopsError, match=r"research\.local\.device is cuda.*no CUDA execution"):
+        resolve_device("cuda", cpu_only, 1)
+    with pytest.raises(SemopsError, match=r"research\.local\.device is cuda.*no CUDA device"):
+        resolve_device("cuda", with_cuda, 0)
+
+
+def test_cpu_forced_runs_on_the_cpu_and_cuda_without_one_names_the_key(
+    fp32: LocalEmbedder, model_dir: Path
+) -> None:
+    forced = LocalEmbedder(LocalEmbedderConfig(device="cpu"), model_dir)
+    assert forced.session().get_providers() == ["CPUExecutionProvider"]
+    assert forced.key == fp32.key  # the default precision
+    if cuda_usable():
+        return  # test_cuda_embeds_like_fp32 covers that side
+    with pytest.raises(SemopsError, match=r"research\.local\.device is cuda"):
+        LocalEmbedder(LocalEmbedderConfig(device="cuda"), model_dir)
+
+
+def test_export_fingerprint_follows_the_export_settings(
+    monkeypatch: pytest.MonkeyPatch, int8: LocalEmbedder, fp32: LocalEmbedder
+) -> None:
+    digest = "0" * 64
+    base = {p: export_fingerprint(digest, p) for p in ("fp32", "int8", "fp16")}
+    assert len(set(base.values())) == 3
+    assert fp32.fingerprint != int8.fingerprint and fp32.key != int8.key
+    for settings, key in ((export.EXPORT_SETTINGS, "optimizer"), (export.QUANTIZATION,
+                          "projections"), (export.FP16, "keep_io_types")):  # fmt: skip
+        monkeypatch.setitem(settings, key, "changed")
+        changed = {p: export_fingerprint(digest, p) for p in base}
+        assert changed != base
+        monkeypatch.undo()
+    assert export_fingerprint("1" * 64, "int8") != base["int8"]
+
+
+def test_fp16_export_stays_close_to_fp32(fp32: LocalEmbedder, model_dir: Path) -> None:
+    # Made for CUDA; onnxruntime's CPU provider runs it too, so its quality is checked here.
+    fp16 = LocalEmbedder(LocalEmbedderConfig(precision="fp16", device="cpu"), model_dir)
+    texts = REAL[:12]
+    assert cosines(fp16.embed_documents(texts), fp32.embed_documents(texts)).min() >= 0.9999
+
+
+def cuda_usable() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers() and (
+        cuda_device_count() > 0
+    )
+
+
+@pytest.mark.skipif(not cuda_usable(), reason="no CUDA device (the CPU side is tested above)")
+def test_cuda_embeds_like_fp32(fp32: LocalEmbedder, model_dir: Path) -> None:
+    cuda = LocalEmbedder(LocalEmbedderConfig(device="auto"), model_dir)
+    assert cuda.device == "cuda" and cuda.key.startswith("local/all-MiniLM-L6-v2/fp16-")
+    assert cuda.session().get_providers()[0] == "CUDAExecutionProvider"
+    cos = cosines(cuda.embed_documents(REAL), fp32.embed_documents(REAL))
+    assert cos.min() >= 0.998, cos
 
 
 # --------------------------------------------------------------------------- local HTTP server

@@ -234,6 +234,75 @@ def write_arrow(path: str | Path, table: Any) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+PARQUET_ROW_GROUP_ROWS = 1 << 20
+"""pyarrow's default row group length: what `write_parquet` and `write_arrow` give."""
+
+
+class ParquetStream:
+    """Appends Arrow tables to a Parquet file in row groups of `PARQUET_ROW_GROUP_ROWS` rows,
+    so the file is byte for byte the one `write_arrow` writes from all the rows at once, whatever
+    the sizes of the tables appended; memory holds one row group. Made by `parquet_stream`."""
+
+    def __init__(self, path: Path, schema: Any = None) -> None:
+        self.path, self.schema = path, schema
+        self.pending: list[Any] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self._writer: Any = None
+
+    def write(self, table: Any) -> None:
+        """Append `table` (a pyarrow Table; the first one sets the file's schema)."""
+        if self.schema is None:
+            self.schema = table.schema
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        self.rows += table.num_rows
+        while self.pending_rows >= PARQUET_ROW_GROUP_ROWS:
+            self._flush(PARQUET_ROW_GROUP_ROWS)
+
+    def _flush(self, rows: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        whole = pa.concat_tables(self.pending)
+        # Contiguous columns, each with one dictionary: what a table written at once holds.
+        group = whole.slice(0, rows).combine_chunks()
+        rest = whole.slice(rows)
+        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self._writer.write_table(group, row_group_size=PARQUET_ROW_GROUP_ROWS)
+
+    def close(self) -> None:
+        import pyarrow.parquet as pq
+
+        try:
+            if self.pending_rows:
+                self._flush(self.pending_rows)
+            if self._writer is None:  # no rows: a file with the columns alone
+                if self.schema is None:
+                    raise SemopsError(f"{self.path}: no rows and no columns to write")
+                pq.write_table(self.schema.empty_table(), self.path, compression="zstd")
+        finally:
+            if self._writer is not None:  # its file handle, also when the last flush failed
+                self._writer.close()
+
+
+@contextlib.contextmanager
+def parquet_stream(path: str | Path, schema: Any = None) -> Iterator[ParquetStream]:
+    """A `ParquetStream` onto a temporary file renamed onto `path` when the block succeeds
+    (`schema`: the columns of a file written without rows)."""
+    with atomic_path(path) as tmp:
+        stream = ParquetStream(tmp, schema)
+        try:
+            yield stream
+        except BaseException:
+            if stream._writer is not None:
+                stream._writer.close()  # the file is dropped: only its handle to release
+            raise
+        stream.close()
+
+
 class FileLockedError(SemopsError):
     """Someone holds the lock file already: `holder` is the process id written in it."""
 

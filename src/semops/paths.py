@@ -106,3 +106,9 @@ def research_embeddings_dir() -> Path:
 def research_cache_dir() -> Path:
     """Machine-local research caches (exported ONNX models, converted documents): not outputs."""
     return project_root() / "data" / ".cache" / "research"
+
+
+def node_models_dir() -> Path:
+    """A Ray node's own exported ONNX models (research.engine: ray), where the node does not see
+    the stage's research_cache_dir (another machine, no shared filesystem)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "semops" / "models"

@@ -24,6 +24,8 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 
 from semops.config.research import ResearchConfig
+from semops.config.train import EarlyStopping as EarlyStopping
+from semops.config.train import TrainConfig
 from semops.config.validation import (
     STRICT,
     NonNegativeFloat,
@@ -153,6 +155,10 @@ class DataConfig:
     key: list[StrictStr] = field(default_factory=list)
     """Raw columns whose values decide a row's split (rows sharing a key share a split);
     empty: the whole raw row."""
+    batch_rows: PositiveInt = 262_144
+    """Rows clean and featurize read at a time (memory); their outputs do not depend on it."""
+    engine: Literal["local", "ray"] = "local"
+    """clean and featurize run in this process, or on the Ray cluster at RAY_ADDRESS."""
 
     def check_columns(self, available: list[str]) -> None:
         """Fail naming the key and listing the columns when a configured column is absent."""
@@ -277,28 +283,6 @@ def saved_settings(model: ModelConfig) -> dict[str, Any]:
     """The settings saved with a trained model: all but its training ones."""
     settings: dict[str, Any] = adapter(type(model)).dump_python(model)
     return settings
-
-
-# -------------------------------------------------------------------------- train
-
-
-@dataclass(frozen=True, config=STRICT)
-class EarlyStopping:
-    patience: PositiveInt = 15
-    """Epochs (boosting rounds for gbdt) without a better validation loss."""
-    min_delta: NonNegativeFloat = 0.0
-
-
-@dataclass(frozen=True, config=STRICT)
-class TrainConfig:
-    """Settings every model trains with; a model's own ones are in its `model` section."""
-
-    seed: StrictInt
-    epochs: PositiveInt
-    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
-    threads: PositiveInt = 1
-    """CPU threads (torch, gbdt): a fixed count keeps float reductions, and so the model,
-    identical across machines with different core counts."""
 
 
 @dataclass(frozen=True, config=STRICT)

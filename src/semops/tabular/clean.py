@@ -1,336 +1,371 @@
-"""Cleaning and splitting: pure functions from a raw table to typed, deduplicated splits."""
+"""Cleaning and splitting: a raw table, read a batch at a time, to typed, deduplicated splits.
+
+Memory is bounded by the batch size, whatever the table's size. The passes over the raw rows:
+
+1. scan: clean each batch (`semops.tabular.cleaning`); count what was set missing; gather each
+   categorical column's distinct values (its categories: bounded by the distinct count); write
+   each kept row's split hash, class and row number to scratch files (8 + 4 + 8 = 20 bytes a
+   row, on disk), and its content hash and row number to the duplicate finder's partitions
+   (`semops.tabular.dedup`: 16 bytes a row more, 36 in all);
+2. only where some rows share a content hash: those rows cleaned again, written to scratch
+   files, and compared by value;
+3. after the splits are planned from the scratch files (`semops.tabular.splits`): clean each
+   batch again, drop the duplicates, and hand each split its rows, in the raw table's order.
+
+The results equal those of cleaning the whole table at once: every rule is per row or exact.
+"""
 
 from __future__ import annotations
 
-import math
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from semops.config.schema import DataConfig, SplitConfig, ValidRange
+from semops.config.schema import DataConfig, SplitConfig
 from semops.errors import SemopsError
 from semops.paths import SPLITS
-from semops.tabular.columns import is_categorical, normalised_label
+from semops.tabular import dedup
+from semops.tabular.cleaning import (
+    EXAMPLE_ROWS,
+    arrow_rows,
+    check_inferred_categorical,
+    check_target,
+    clean_batch,
+    clean_column,
+    column_kinds,
+    content_hash,
+    input_schema,
+    normalise_categorical,
+    normalised_texts,
+    row_hash,
+    too_many_distinct,
+)
+from semops.tabular.columns import normalised_label
+from semops.tabular.splits import assign_splits, plan_overrides, split_codes
+from semops.tabular.stream import (
+    Batches,
+    Column,
+    Cursor,
+    Engine,
+    FrameBatches,
+    LocalEngine,
+    scratch,
+)
 
-_GOLDEN = 0x9E3779B97F4A7C15
+__all__ = [  # the rules' home is semops.tabular.cleaning; these are imported from here too
+    "assign_splits", "clean_column", "normalise_categorical", "normalised_label", "row_hash",
+]  # fmt: skip
+
+CHUNK_ROWS = 1 << 20
+"""Rows of the scratch files read at a time."""
 
 
-def normalise_categorical(values: pd.Series) -> pd.Series:
-    """Trim, casefold and collapse whitespace; empty strings become missing; a whole number
-    stored as a float is written as an integer (`1.0` is `1`, as a column read as integers or
-    as text spells it).
+@dataclass
+class BatchScan:
+    """What the first pass learns from one batch (`scan_batch`): merged by `Scan.add`."""
 
-    Works on the distinct values only, so it costs the same for 1k or 10M rows.
-    """
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = pd.Series([category_text(value) for value in uniques], dtype="object")
-    text = text.str.strip().str.casefold().str.replace(r"\s+", " ", regex=True)
-    text = text.mask(text == "")
-    categories = sorted(text.dropna().unique())
-    position = {c: i for i, c in enumerate(categories)}
-    remap = np.array(
-        [position.get(t, -1) if isinstance(t, str) else -1 for t in text], dtype=np.int64
+    rows: int
+    set_missing: dict[str, dict[str, int]]
+    kept: np.ndarray  # row numbers of the rows with a target
+    split_hashes: np.ndarray
+    content_hashes: np.ndarray
+    labels: np.ndarray  # their classes
+    distinct: dict[str, tuple[list[Any], np.ndarray]]  # per categorical: values, rows of each
+    whole: tuple[pd.DataFrame, pd.DataFrame] | None = None  # a table of one batch: raw, cleaned
+
+
+def scan_batch(
+    raw: pd.DataFrame, cfg: DataConfig, kinds: dict[str, str], seed: int, whole: bool
+) -> BatchScan:
+    """Pass 1's work on one batch. `whole`: the batch is the table, kept, cleaned, for the
+    passes after (its categories are the table's): a small table is cleaned once."""
+    cleaned, set_missing = clean_batch(raw, cfg, kinds, {})
+    keep = cleaned[cfg.target].notna().to_numpy()
+    distinct = {}
+    for name in [cfg.target, *(n for n, kind in kinds.items() if kind == "categorical")]:
+        codes, uniques = pd.factorize(raw[name], use_na_sentinel=True)
+        distinct[name] = (list(uniques), np.bincount(codes[codes >= 0], minlength=len(uniques)))
+    return BatchScan(
+        rows=len(raw),
+        set_missing=set_missing,
+        kept=raw.index.to_numpy(dtype=np.int64)[keep],
+        split_hashes=row_hash(raw[cfg.key] if cfg.key else raw, seed)[keep],
+        content_hashes=content_hash(cleaned.loc[keep]),
+        labels=cleaned[cfg.target].to_numpy()[keep],
+        distinct=distinct,
+        whole=(raw, cleaned) if whole else None,
     )
-    new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else -1, -1)
-    normalised = pd.Categorical.from_codes(new_codes, categories=pd.Index(categories))
-    return pd.Series(normalised, index=values.index, name=values.name)
 
 
-def category_text(value: Any) -> str:
-    if isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
-        return str(int(value))
-    return str(value)
+@dataclass
+class Scan:
+    """The first pass's results, merged over the batches in order."""
+
+    cfg: DataConfig
+    kinds: dict[str, str]
+    folder: Path
+    rows: int = 0
+    set_missing: dict[str, dict[str, int]] = field(default_factory=dict)
+    names: dict[str, int] = field(default_factory=dict)  # class -> number, by first appearance
+    distinct: dict[str, dict[Any, int]] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    duplicates: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    whole: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+    def __post_init__(self) -> None:
+        self.row_numbers = Column(self.folder / "rows", np.int64)
+        self.hashes = Column(self.folder / "split-hashes", np.uint64)
+        # Class numbers fit 32 bits: 2**31 class names would not fit in memory (`names`).
+        self.labels = Column(self.folder / "labels", np.int32)
+
+    def add(self, part: BatchScan, total_rows: int) -> None:
+        self.rows += part.rows
+        for reason, counts in part.set_missing.items():
+            merged = self.set_missing.setdefault(reason, {})
+            for name, count in counts.items():
+                merged[name] = merged.get(name, 0) + count
+        codes, uniques = pd.factorize(part.labels)
+        numbers = np.array([self.names.setdefault(str(u), len(self.names)) for u in uniques])
+        self.whole = part.whole
+        self.row_numbers.append(part.kept)
+        self.hashes.append(part.split_hashes)
+        self.labels.append(numbers[codes] if len(codes) else codes)
+        for name, (values, rows) in part.distinct.items():
+            seen = self.distinct.setdefault(name, {})
+            for value, count in zip(values, rows.tolist(), strict=True):
+                seen[value] = seen.get(value, 0) + count
+            if name in self.inferred and too_many_distinct(len(seen), total_rows):
+                check_inferred_categorical(name, list(seen), np.fromiter(seen.values(), int))
+
+    @property
+    def inferred(self) -> set[str]:
+        return {n for n, kind in self.kinds.items() if kind == "categorical"} - set(self.cfg.types)
+
+    def finish(self) -> None:
+        """Check the inferred categoricals; fix every categorical column's categories."""
+        for name, seen in self.distinct.items():
+            rows = np.fromiter(seen.values(), int)
+            if name in self.inferred:
+                check_inferred_categorical(name, list(seen), rows)
+            self.categories[name] = sorted(
+                {t for t in normalised_texts(list(seen)) if t is not None}
+            )
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Split hash, class and row number of the kept rows, duplicates left out."""
+        parts = zip(
+            self.hashes.chunks(CHUNK_ROWS),
+            self.labels.chunks(CHUNK_ROWS),
+            self.row_numbers.chunks(CHUNK_ROWS),
+            strict=True,
+        )
+        for hashes, labels, rows in parts:
+            keep = ~np.isin(rows, self.duplicates[self.duplicates_between(rows)])
+            yield hashes[keep], labels[keep], rows[keep]
+
+    def pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return ((hashes, labels) for hashes, labels, _ in self.chunks())
+
+    def duplicates_between(self, rows: np.ndarray) -> slice:
+        if not len(rows):
+            return slice(0, 0)
+        lo, hi = np.searchsorted(self.duplicates, [rows[0], rows[-1]], side="left")
+        return slice(int(lo), int(hi) + 1)
+
+
+def scan(batches: Batches, cfg: DataConfig, seed: int, engine: Engine, folder: Path) -> Scan:
+    """Passes 1 and 2: what cleaning every row learns, and which rows are duplicates."""
+    cfg.check_columns(batches.columns)
+    kinds = column_kinds(batches.empty(), cfg)
+    result = Scan(cfg, kinds, folder)
+    partitions = dedup.HashPartitions(folder, batches.rows)
+    whole = batches.rows <= batches.batch_rows and batches.blocks == 1
+    for part in engine.map(lambda raw: scan_batch(raw, cfg, kinds, seed, whole), batches):
+        result.add(part, batches.rows)
+        partitions.add(part.content_hashes, part.kept)
+    result.finish()
+    candidates = partitions.candidates()
+    if not len(candidates):
+        return result
+    categories = result.categories
+
+    def candidate_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        # A batch's rows are a range (no pass over an empty table looks for duplicates).
+        lo = np.searchsorted(candidates, raw.index[0], side="left")
+        hi = np.searchsorted(candidates, raw.index[-1], side="right")
+        chosen = raw.loc[candidates[lo:hi]]
+        cleaned, _ = clean_batch(chosen, cfg, kinds, categories)
+        return cleaned, content_hash(cleaned)
+
+    if result.whole is not None:
+        chosen = result.whole[1].loc[candidates]
+        work: Iterable[tuple[pd.DataFrame, np.ndarray]] = [(chosen, content_hash(chosen))]
+    else:
+        work = engine.map(candidate_rows, batches)
+    with contextlib.closing(dedup.CandidateRows(folder, partitions.bits)) as rows:
+        for cleaned, hashes in work:
+            rows.add(cleaned, hashes, cleaned.index.to_numpy(dtype=np.int64))
+        result.duplicates = rows.duplicates()
+    return result
+
+
+@dataclass
+class Plan:
+    """What the splits need before any row is written: the report so far, each class's rows,
+    the key groups moved, the raw row numbers of the example rows."""
+
+    report: dict[str, Any]
+    overrides: dict[int, int]
+    examples: np.ndarray
+
+
+def plan(result: Scan, cfg: DataConfig, split: SplitConfig | None) -> Plan:
+    """Count the classes of the kept rows, check them, and plan the splits (no split: one)."""
+    counts = np.zeros(len(result.names), dtype=np.int64)
+    for _, labels, _ in result.chunks():
+        counts += np.bincount(labels, minlength=len(result.names))
+    clean_rows, kept = int(counts.sum()), result.row_numbers.length
+    if clean_rows == 0:
+        raise SemopsError(f"data set {cfg.name!r} is empty after cleaning ({result.rows} raw rows)")
+    classes = pd.Series(counts, index=list(result.names)).sort_index()
+    classes = classes[classes > 0]
+    check_target(classes, cfg)
+    result.categories[cfg.target] = [str(name) for name in classes.index]
+    report = {
+        "rows": {"raw": result.rows, "clean": clean_rows},
+        "dropped": {"missing_target": result.rows - kept, "duplicates": kept - clean_rows},
+        "set_missing": {reason: result.set_missing.get(reason, {})
+                        for reason in ("impossible", "unparseable", "non_finite")},
+        "classes": {str(k): int(v) for k, v in classes.items()},
+    }  # fmt: skip
+    if split is None:
+        return Plan(report, {}, np.zeros(0, dtype=np.int64))
+    names = list(result.names)
+    overrides = plan_overrides(result.pairs, names, cfg.target, split)
+    examples: list[np.ndarray] = []
+    for hashes, _, rows in result.chunks():
+        examples.append(rows[split_codes(hashes, split, overrides) == SPLITS.index("test")])
+        if sum(map(len, examples)) >= EXAMPLE_ROWS:
+            break
+    return Plan(report, overrides, np.concatenate(examples)[:EXAMPLE_ROWS])
+
+
+def clean_rows(
+    raw: pd.DataFrame, cfg: DataConfig, kinds: dict[str, str], categories: dict[str, list[str]],
+    examples: np.ndarray,
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Pass 3's work on one batch: its rows with a target, cleaned; its example rows, raw."""
+    cleaned, _ = clean_batch(raw, cfg, kinds, categories)
+    return cleaned.loc[cleaned[cfg.target].notna()], raw.loc[raw.index.isin(examples)]
+
+
+def emit(
+    batches: Batches, result: Scan, planned: Plan, split: SplitConfig | None, engine: Engine,
+    sink: Callable[[int, pd.DataFrame], None],
+) -> pd.DataFrame:  # fmt: skip
+    """Pass 3: each split's rows handed to `sink(split code, rows)` in the raw table's order;
+    returns the example rows, raw."""
+    hashes = Cursor(result.hashes)
+    examples = []
+    try:
+        for cleaned, example in rows_to_write(batches, result, planned.examples, engine):
+            rows = cleaned.index.to_numpy(dtype=np.int64)
+            codes = np.zeros(len(rows), dtype=np.int8)
+            if split is not None:
+                codes = split_codes(hashes.take(len(rows)), split, planned.overrides)
+            codes[np.isin(rows, result.duplicates[result.duplicates_between(rows)])] = -1
+            for code in range(3 if split is not None else 1):
+                sink(code, cleaned.loc[codes == code])
+            examples.append(example)
+    finally:
+        hashes.close()
+    return pd.concat(examples)
+
+
+def rows_to_write(
+    batches: Batches, result: Scan, examples: np.ndarray, engine: Engine
+) -> Iterable[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Pass 3's work on every batch (`clean_rows`), or on the table of one batch kept by pass
+    1: the same rows, cleaned once."""
+    cfg, kinds, categories = result.cfg, result.kinds, result.categories
+    if result.whole is None:
+        return engine.map(lambda raw: clean_rows(raw, cfg, kinds, categories, examples), batches)
+    raw, cleaned = result.whole
+    target = cleaned[cfg.target].cat.set_categories(categories[cfg.target])
+    kept = cleaned.assign(**{cfg.target: target}).loc[target.notna()]
+    return [(kept, raw.loc[raw.index.isin(examples)])]
+
+
+def clean_batches(
+    batches: Batches, data: DataConfig, split: SplitConfig | None, engine: Engine, folder: Path,
+    sink: Callable[[int, pd.DataFrame], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """Clean and split a table read in batches: each split's rows go to `sink`. Returns the
+    report of what changed (with each split's rows) and the input schema (`input_schema`)."""
+    result = scan(batches, data, split.seed if split else 0, engine, folder)
+    planned = plan(result, data, split)
+    counted = [0, 0, 0]
+
+    def counting(code: int, rows: pd.DataFrame) -> None:
+        counted[code] += len(rows)
+        sink(code, rows)
+
+    example = emit(batches, result, planned, split, engine, counting)
+    if split is not None:
+        planned.report["split"] = dict(zip(SPLITS, counted, strict=True))
+    empty = batches.empty()
+    cleaned, _ = clean_batch(empty, data, result.kinds, result.categories)
+    return planned.report, input_schema(empty, cleaned, data, example)
 
 
 def clean_table(raw: pd.DataFrame, cfg: DataConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Type, normalise and deduplicate a raw table; return it with a report of what changed.
-
-    The kept rows keep their index in the raw table, so each can be traced to its raw row.
-    """
-    cfg.check_columns([str(c) for c in raw.columns])
-    table = raw.drop(columns=cfg.drop)
-    # Values set missing, per reason and column (impossible: for each column with a valid range).
-    set_missing: dict[str, dict[str, int]] = {"impossible": {}, "unparseable": {}, "non_finite": {}}
-    columns: dict[str, pd.Series] = {}
-    for name in table.columns:
-        column = table[name]
-        if name == cfg.target:
-            columns[name] = normalise_categorical(column)
-            continue
-        kind = column_kind(str(name), column, cfg)
-        bounds = cfg.valid.get(name)
-        columns[name], counts = clean_column(column, kind, bounds)
-        for reason, count in counts.items():
-            if count or (reason == "impossible" and bounds is not None):
-                set_missing[reason][name] = count
-    table = pd.DataFrame(columns)
-    rows_raw = len(table)
-
-    missing_target = table[cfg.target].isna()
-    table = table.loc[~missing_target]
-    duplicated = table.duplicated()
-    table = table.loc[~duplicated]
-    if table.empty:
-        raise SemopsError(f"data set {cfg.name!r} is empty after cleaning ({rows_raw} raw rows)")
-    classes = table[cfg.target].value_counts().sort_index()
-    classes = classes[classes > 0]
-    check_target(classes, cfg)
-    table[cfg.target] = table[cfg.target].cat.remove_unused_categories()
-    report = {
-        "rows": {"raw": rows_raw, "clean": len(table)},
-        "dropped": {
-            "missing_target": int(missing_target.sum()),
-            "duplicates": int(duplicated.sum()),
-        },
-        "set_missing": set_missing,
-        "classes": {str(k): int(v) for k, v in classes.items()},
-    }
+    """Type, normalise and deduplicate a raw table in memory; return it with a report of what
+    changed. The kept rows keep their index in the raw table."""
+    parts: list[pd.DataFrame] = []
+    batches = FrameBatches(raw)
+    with scratch() as folder:
+        report, _ = clean_batches(batches, cfg, None, LocalEngine(), folder,
+                                  lambda _, rows: parts.append(rows))  # fmt: skip
+    table = pd.concat(parts)
+    table.index = batches.labels[table.index.to_numpy()]
     return table, report
 
 
-def column_kind(name: str, column: pd.Series, cfg: DataConfig) -> str:
-    """How a feature column is cleaned and encoded: as declared in data.types, else numeric for
-    numbers and categorical for anything else; an undeclared column that looks like free text or
-    an id fails (see `check_inferred_categorical`)."""
-    declared = cfg.types.get(name)
-    kind = declared or ("categorical" if is_categorical(column) else "numeric")
-    if declared is None and kind == "categorical":
-        check_inferred_categorical(name, column)
-    if kind != "numeric" and name in cfg.valid:
-        raise SemopsError(
-            f"data.valid.{name}: {name!r} is {kind}; a valid range needs a numeric "
-            "column (declare it in data.types if it should be numeric)"
-        )
-    return kind
-
-
-def clean_column(
-    column: pd.Series, kind: str, bounds: ValidRange | None
-) -> tuple[pd.Series, dict[str, int]]:
-    """One feature column cleaned as `kind`, and how many values were set missing per reason
-    (numeric columns only): the rule the clean stage applies and a served model applies to
-    each raw row it scores."""
-    if kind == "numeric":
-        return clean_numeric(column, bounds)
-    if kind == "text":
-        return clean_text(column), {}
-    return normalise_categorical(column), {}
-
-
-def clean_text(column: pd.Series) -> pd.Series:
-    """Free text with its whitespace collapsed and stripped (case and punctuation kept: the
-    featurizer reads them); empty text becomes missing. Works on the distinct values only."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    texts = np.array([" ".join(str(u).split()) or None for u in uniques] + [None], dtype=object)
-    return pd.Series(texts[codes], index=column.index, name=column.name, dtype=object)
-
-
-# An undeclared column that would be one-hot encoded is refused when it has more distinct values
-# than the larger of these (an id, or text: nearly one category per row) ...
-HIGH_CARDINALITY_DISTINCT = 50
-HIGH_CARDINALITY_SHARE = 0.5
-# ... or when it looks like free text: this many distinct values, half of them with a space and
-# their median length this long. The bundled sets' inferred categoricals have at most 6 levels
-# (crashes' caseid, 9,409 ids, is dropped) of median length at most 19.5 characters (churn's
-# payment_method): far from either.
-FREE_TEXT_DISTINCT = 20
-FREE_TEXT_LENGTH = 30
-SAMPLE_CHARS = 60
-
-
-def check_inferred_categorical(name: str, column: pd.Series) -> None:
-    """Fail, naming the column, its distinct count, a sample value and the three ways out, when
-    an undeclared non-numeric column would become hundreds of one-hot features that mean
-    nothing: more than max(50, half its non-missing rows) distinct values, or free text (at
-    least 20 distinct values, most with a space, of median length 30 characters or more)."""
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)  # the distinct values only
-    stripped = pd.Series([str(u).strip() for u in uniques], dtype=object)
-    rows = np.bincount(codes[codes >= 0], minlength=len(uniques))
-    present = int(rows[(stripped != "").to_numpy()].sum())
-    distinct = pd.Series(stripped[stripped != ""].unique(), dtype=object)
-    counted = f"{len(distinct)} distinct values in {present} non-missing rows"
-    if (
-        len(distinct) >= FREE_TEXT_DISTINCT
-        and distinct.str.contains(r"\s", regex=True).mean() >= 0.5
-        and distinct.str.len().median() >= FREE_TEXT_LENGTH
-    ):
-        looks = f"looks like free text ({counted})"
-    elif len(distinct) > max(HIGH_CARDINALITY_DISTINCT, HIGH_CARDINALITY_SHARE * present):
-        looks = f"has {counted}"
-    else:
-        return
-    sample = " ".join(str(distinct.iloc[0]).split())
-    if len(sample) > SAMPLE_CHARS:
-        sample = sample[:SAMPLE_CHARS] + "..."
-    raise SemopsError(
-        f"column {name!r} {looks}, e.g. {sample!r}: one-hot encoding would make a feature of "
-        f"each value. Declare `data.types.{name}: text` to featurize its words, "
-        f"`data.types.{name}: categorical` to one-hot encode it anyway (featurize.max_categories "
-        f"caps its width), or add it to data.drop"
-    )
-
-
-def clean_numeric(column: pd.Series, bounds: ValidRange | None) -> tuple[pd.Series, dict[str, int]]:
-    """A numeric column as float64, and how many values were set missing for each reason:
-    unparseable, non_finite (inf and -inf: no statistic or JSON file can hold them) and, with a
-    valid range, impossible (outside it)."""
-    numeric = pd.to_numeric(column, errors="coerce").astype("float64")
-    counts = {"unparseable": int((numeric.isna() & column.notna()).sum())}
-    infinite = pd.Series(np.isinf(numeric.to_numpy()), index=numeric.index)
-    counts["non_finite"] = int(infinite.sum())
-    numeric = numeric.mask(infinite)
-    bad = pd.Series(False, index=numeric.index)
-    if bounds is not None and bounds.min is not None:
-        bad |= numeric < bounds.min
-    if bounds is not None and bounds.max is not None:
-        bad |= numeric > bounds.max
-    counts["impossible"] = int(bad.sum())
-    return numeric.mask(bad), counts
-
-
-def check_target(classes: pd.Series, cfg: DataConfig) -> None:
-    names = ", ".join(map(str, classes.index))
-    if len(classes) < 2:
-        raise SemopsError(
-            f"data.target {cfg.target!r} has a single class ({names}); need at least two"
-        )
-    if len(classes) == 2:
-        if cfg.positive is None:
-            raise SemopsError(
-                f"data.positive is required for the binary target {cfg.target!r}; classes: {names}"
-            )
-        if normalised_label(cfg.positive) not in classes.index:
-            raise SemopsError(
-                f"data.positive: {cfg.positive!r} is not a class of {cfg.target!r}; "
-                f"classes: {names}"
-            )
-    elif cfg.positive is not None:
-        raise SemopsError(
-            f"data.positive is set to {cfg.positive!r}, but the target {cfg.target!r} has "
-            f"{len(classes)} classes ({names}); remove it for a multiclass target"
-        )
-
-
-def row_hash(table: pd.DataFrame, seed: int) -> np.ndarray:
-    """A 64-bit hash of each row's values, the same on every run and machine.
-
-    Hashing the raw row (or its configured key columns), not the cleaned one, keeps every row in
-    its split when cleaning settings change, so experiments share one test set.
-    """
-    hashed = pd.util.hash_pandas_object(table, index=False).to_numpy()
-    # Multiply as Python ints, reduced mod 2**64: the same value numpy's wrapping uint64 product
-    # gave, without its overflow RuntimeWarning (any seed >= 2) or OverflowError (seed < 0).
-    return pd.util.hash_array(hashed ^ np.uint64(seed * _GOLDEN % 2**64))
-
-
-def assign_splits(
-    hashes: np.ndarray, labels: np.ndarray, target: str, cfg: SplitConfig
-) -> np.ndarray:
-    """Split code per row (0 train, 1 val, 2 test) from its row hash, so a row's split depends
-    only on its key and the seed; then every class is guaranteed a row in every split.
-
-    Rows with equal hashes (a shared `data.key`) form a group and always move together.
-    """
-    position = hashes.astype(np.float64) / 2.0**64
-    bounds = np.array([cfg.train, cfg.train + cfg.val])
-    split = np.searchsorted(bounds, position, side="right").astype(np.int8)
-    centres = np.array([cfg.train / 2, cfg.train + cfg.val / 2, 1 - cfg.test / 2])
-    classes = pd.unique(labels)
-    for label in classes:
-        groups = len(np.unique(hashes[labels == label]))
-        if groups < 3:
-            raise SemopsError(
-                f"class {label!r} of {target!r} has {groups} row(s) (or key groups); each class "
-                "needs at least 3 to appear in train, val and test"
-            )
-    # Moving a group can empty a split of another class: repeat until every class is placed.
-    for _ in range(3 * len(classes)):
-        missing = [
-            (label, code)
-            for label in classes
-            for code in range(3)
-            if not np.any(split[labels == label] == code)
-        ]
-        if not missing:
-            return split
-        label, code = missing[0]
-        rows = np.flatnonzero(labels == label)
-        donor = np.argmax(np.bincount(split[rows], minlength=3))
-        candidates = rows[split[rows] == donor]
-        chosen = candidates[np.argmin(np.abs(position[candidates] - centres[code]))]
-        split[hashes == hashes[chosen]] = code
-    raise SemopsError(
-        f"cannot place every class of {target!r} in train, val and test with these key groups"
-    )
-
-
 def clean_and_split(
-    raw: pd.DataFrame, data: DataConfig, split: SplitConfig
+    raw: pd.DataFrame, data: DataConfig, split: SplitConfig, batch_rows: int | None = None
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
-    """The clean stage: clean the raw table, then split it by the hash of each raw row's key.
-
-    Also returns the input schema: what a model trained on these splits takes as a raw row
-    (see `input_schema`), with a few raw test rows as its example."""
-    table, report = clean_table(raw, data)
-    hashes = row_hash(raw[data.key] if data.key else raw, split.seed)[table.index]
-    codes = assign_splits(hashes, table[data.target].to_numpy(), data.target, split)
-    parts = {
-        name: table.loc[codes == code].reset_index(drop=True) for code, name in enumerate(SPLITS)
-    }
-    report["split"] = {name: len(part) for name, part in parts.items()}
-    test_rows = raw.loc[table.index[codes == SPLITS.index("test")]]
-    return parts, report, input_schema(raw, table, data, test_rows.head(EXAMPLE_ROWS))
+    """The clean stage on a table in memory: its splits, the report and the input schema (what
+    a model trained on these splits takes as a raw row, with a few raw test rows as example)."""
+    parts: list[list[pd.DataFrame]] = [[], [], []]
+    batches = FrameBatches(raw, batch_rows)
+    with scratch() as folder:
+        report, schema = clean_batches(batches, data, split, LocalEngine(), folder,
+                                       lambda code, rows: parts[code].append(rows))  # fmt: skip
+    splits = {name: pd.concat(parts[code]).reset_index(drop=True)
+              for code, name in enumerate(SPLITS)}  # fmt: skip
+    return splits, report, schema
 
 
-EXAMPLE_ROWS = 5
+def clean_file(
+    source: Path, outputs: dict[str, Path], data: DataConfig, split: SplitConfig,
+    batch_rows: int, engine: Engine,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The clean stage: the raw Parquet file `source` to one Parquet file per split (`outputs`,
+    by split name), each written whole or not at all; returns the report and input schema."""
+    from semops.io import parquet_stream
+    from semops.tabular.stream import ParquetBatches
 
+    batches = ParquetBatches(source, batch_rows)
+    with contextlib.ExitStack() as stack, scratch(outputs["train"].parent) as folder:
+        streams = [stack.enter_context(parquet_stream(outputs[name])) for name in SPLITS]
 
-def input_schema(
-    raw: pd.DataFrame, cleaned: pd.DataFrame, cfg: DataConfig, example: pd.DataFrame
-) -> dict[str, Any]:
-    """The raw columns a trained model reads (all but the target and the dropped ones), each
-    with its dtype as downloaded, how it was cleaned (read off `cleaned`, `clean_table`'s
-    result) and its valid range; the key columns; and `example` (raw rows) as JSON values."""
-    features = [str(c) for c in raw.columns if c != cfg.target and c not in cfg.drop]
-    columns = []
-    for name in features:
-        bounds = cfg.valid.get(name)
-        columns.append(
-            {
-                "name": name,
-                "dtype": str(raw[name].dtype),
-                "kind": cleaned_kind(cleaned[name]),
-                "min": bounds.min if bounds else None,
-                "max": bounds.max if bounds else None,
-            }
-        )
-    return {
-        "columns": columns,
-        "target": cfg.target,
-        "key": list(cfg.key),
-        "example": [
-            {name: json_value(value) for name, value in zip(features, row, strict=True)}
-            for row in example[features].itertuples(index=False)
-        ],
-    }
+        def write(code: int, rows: pd.DataFrame) -> None:
+            if len(rows):
+                streams[code].write(arrow_rows(rows, streams[code].schema))
 
-
-def cleaned_kind(column: pd.Series) -> str:
-    """The kind a cleaned column was cleaned as: numeric ones are float64, categorical ones
-    categories, text stays text."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        return "categorical"
-    return "numeric" if pd.api.types.is_float_dtype(column.dtype) else "text"
-
-
-def json_value(value: Any) -> Any:
-    """A raw cell as JSON: numbers as numbers, missing and non-finite ones as null, anything
-    else (dates, bytes) as the text clean reads it as."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
-        return None
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value if isinstance(value, str | int) else str(value)
+        return clean_batches(batches, data, split, engine, folder, write)

@@ -56,21 +56,32 @@ def _texts(values: Iterable[Any]) -> list[str]:
 
 def fit_text(values: Iterable[Any], max_terms: int) -> dict[str, Any]:
     """The vocabulary and idf of one text column from its training values, as JSON-able data."""
+    return fit_vocabulary(*term_rows(values), max_terms)
+
+
+def term_rows(values: Iterable[Any]) -> tuple[int, Counter[str]]:
+    """How many values there are, and in how many of them each term occurs: counts that add up
+    over batches of a column. Exact, so memory grows with the distinct terms of the column
+    (about 100 bytes each: character 3-grams are bounded by the alphabet, words are not)."""
     texts = _texts(values)
     rows_with: Counter[str] = Counter()
     for text in texts:
         rows_with.update(set(terms(text)))
+    return len(texts), rows_with
+
+
+def fit_vocabulary(rows: int, rows_with: Counter[str], max_terms: int) -> dict[str, Any]:
+    """The vocabulary and idf from the term counts of a column's `rows` training values."""
     candidates = [term for term, count in rows_with.items() if count >= MIN_ROWS]
     # Python's sort with an explicit total key: the same order on every machine.
     chosen = sorted(candidates, key=lambda term: (-rows_with[term], term))[:max_terms]
-    vocabulary = sorted(chosen)
-    rows = len(texts)
+    kept = sorted(chosen)
     return {
         "rows": rows,
         "sublinear_tf": True,
-        "terms": vocabulary,
-        "document_frequency": [rows_with[term] for term in vocabulary],
-        "idf": [math.log((1 + rows) / (1 + rows_with[term])) + 1 for term in vocabulary],
+        "terms": kept,
+        "document_frequency": [rows_with[term] for term in kept],
+        "idf": [math.log((1 + rows) / (1 + rows_with[term])) + 1 for term in kept],
     }
 
 

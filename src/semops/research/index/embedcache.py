@@ -11,10 +11,11 @@ parse, or that holds other dimensions is reported and ignored: its texts are emb
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -156,16 +157,33 @@ class EmbeddingCache:
             path.unlink(missing_ok=True)
 
 
+# Embeds batches of texts somewhere (research.engine): yields (batch index, its vectors) as each
+# batch is done, in any order.
+Results = Generator[tuple[int, np.ndarray], None, None]
+BatchRunner = Callable[[list[list[str]]], Results]
+
+
+def run_here(embedder: Embedder) -> BatchRunner:
+    """The batches embedded in this process, one after another (research.engine: local)."""
+
+    def run(batches: list[list[str]]) -> Results:
+        for index, texts in enumerate(batches):
+            yield index, embedder.embed_documents(texts, progress=False)
+
+    return run
+
+
 def embed_with_cache(
     embedder: Embedder,
     cache: EmbeddingCache,
     texts: Sequence[str],
     hashes: Sequence[str],
     batch_size: int,
+    runner: BatchRunner | None = None,
 ) -> tuple[np.ndarray, int]:
     """Vectors of `texts` (input order), embedding only those whose hash the cache lacks, each
-    distinct hash once, in batches of `batch_size`, each batch stored as soon as it is done.
-    Returns (vectors, number of texts embedded)."""
+    distinct hash once, in batches of `batch_size` (by `runner`: in this process when None),
+    each batch stored as soon as it is done. Returns (vectors, number of texts embedded)."""
     from tqdm import tqdm
 
     if len(texts) != len(hashes):
@@ -177,12 +195,15 @@ def embed_with_cache(
     # Similar lengths together, shortest first: less padding in each batch (characters stand in
     # for tokens, which only the embedder can count).
     missing = sorted(first.values(), key=lambda i: (len(texts[i]), i))
-    with tqdm(total=len(missing), desc="embed", unit="text", disable=not missing) as bar:
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
-            batch_vectors = embedder.embed_documents([texts[i] for i in batch], progress=False)
-            cache.add([hashes[i] for i in batch], batch_vectors)
-            bar.update(len(batch))
+    batches = [missing[start : start + batch_size] for start in range(0, len(missing), batch_size)]
+    run = runner or run_here(embedder)
+    with (
+        tqdm(total=len(missing), desc="embed", unit="text", disable=not missing) as bar,
+        contextlib.closing(run([[texts[i] for i in batch] for batch in batches])) as done,
+    ):
+        for index, batch_vectors in done:
+            cache.add([hashes[i] for i in batches[index]], batch_vectors)
+            bar.update(len(batches[index]))
     if missing:
         vectors, found = cache.lookup(hashes)
     assert found.all()

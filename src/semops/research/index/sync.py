@@ -21,6 +21,7 @@ from semops.redaction import redact
 from semops.research.documents import Chunk, embedding_input
 from semops.research.index.chunking import read_chunks
 from semops.research.index.embed import Embedder, make_embedder
+from semops.research.index.embed.local import LocalEmbedder
 from semops.research.index.embedcache import EmbeddingCache, embed_with_cache
 from semops.research.index.store.base import IndexMismatchError, Point, Store
 from semops.research.index.store.edge import EdgeStore
@@ -30,9 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def embedder_for(cfg: ResearchConfig) -> Embedder:
-    return make_embedder(
-        cfg.embedder, cfg.local, cfg.ollama, cfg.openai, paths.research_cache_dir() / "models"
-    )
+    model_dir = paths.research_cache_dir() / "models"
+    if cfg.engine == "ray" and cfg.embedder == "local":
+        from semops.research.index import rayembed
+
+        # The cluster's actors embed: the model variant follows their device, not this machine's.
+        return LocalEmbedder(cfg.local, model_dir, device=rayembed.cluster_device(cfg.local))
+    return make_embedder(cfg.embedder, cfg.local, cfg.ollama, cfg.openai, model_dir)
 
 
 @contextmanager
@@ -86,7 +91,13 @@ def embed_chunks(
     cfg: ResearchConfig, embedder: Embedder, chunks: Sequence[Chunk], compact: bool
 ) -> tuple[list[np.ndarray], int]:
     """Dense vectors of every chunk, from the embedding cache or, for those it lacks, the
-    embedder; returns them and how many were embedded now."""
+    embedder (in this process, or on a Ray cluster: research.engine); returns them and how many
+    were embedded now."""
+    runner = None
+    if cfg.engine == "ray":
+        from semops.research.index import rayembed  # imports Ray (seconds): only when asked
+
+        runner = rayembed.ray_runner(cfg, embedder)
     cache = EmbeddingCache(paths.research_embeddings_dir(), embedder.key, embedder.dim)
     vectors, embedded = embed_with_cache(
         embedder,
@@ -94,6 +105,7 @@ def embed_chunks(
         [embedding_input(chunk.title_path, chunk.text) for chunk in chunks],
         [chunk.text_sha256 for chunk in chunks],
         _batch_size(cfg),
+        runner,
     )
     if compact:
         cache.compact()

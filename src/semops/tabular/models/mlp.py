@@ -1,8 +1,10 @@
-"""A PyTorch multilayer perceptron: one training loop for CPU and GPU (bf16 autocast there),
-seeded and deterministic, with early stopping on the validation loss."""
+"""A PyTorch multilayer perceptron: one training loop for CPU and GPU (bf16 autocast there), on one
+process or several (DistributedDataParallel under torchrun: distributed.py), seeded and
+deterministic, with early stopping on the validation loss."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -11,6 +13,7 @@ from torch import nn
 
 from semops.config.schema import MlpConfig, TrainConfig
 from semops.errors import SemopsError
+from semops.tabular.models import distributed
 from semops.tabular.models.base import (
     EarlyStopper,
     EpochReport,
@@ -19,14 +22,19 @@ from semops.tabular.models.base import (
     history_row,
     ignore_epoch,
 )
+from semops.tabular.models.distributed import Shard, ShardDropout
 from semops.tabular.models.exact import ExactLinear, SerialDropout, ieee_sqrt
 
 
-def build_network(n_features: int, n_classes: int, cfg: MlpConfig) -> nn.Sequential:
+def build_network(
+    n_features: int, n_classes: int, cfg: MlpConfig, shard: Shard | None = None
+) -> nn.Sequential:
+    """`shard`: this rank's, whose dropout masks are its rows' of the global batch's."""
     layers: list[nn.Module] = []
     width = n_features
     for _ in range(cfg.layers):
-        layers += [ExactLinear(width, cfg.hidden), nn.ReLU(), SerialDropout(cfg.dropout)]
+        dropout = SerialDropout(cfg.dropout) if shard is None else ShardDropout(cfg.dropout, shard)
+        layers += [ExactLinear(width, cfg.hidden), nn.ReLU(), dropout]
         width = cfg.hidden
     layers.append(ExactLinear(width, n_classes))
     return nn.Sequential(*layers)
@@ -59,9 +67,25 @@ def fit(
     data: TrainingData,
     on_epoch: EpochReport = ignore_epoch,
 ) -> Trained:
+    """One process, or (in torchrun's workers) DistributedDataParallel over all of them: then
+    every rank returns the same result (distributed.py)."""
     device = resolve_device(model_cfg.device)
+    shard = distributed.join(device)
+    device = device if shard is None else shard.device
+    return _fit(model_cfg, train, data, on_epoch, device, shard)
+
+
+def _fit(
+    model_cfg: MlpConfig,
+    train: TrainConfig,
+    data: TrainingData,
+    on_epoch: EpochReport,
+    device: torch.device,
+    shard: Shard | None,
+) -> Trained:
     seed_everything(train, device)
-    network = build_network(data.x_train.shape[1], data.n_classes, model_cfg).to(device)
+    network = build_network(data.x_train.shape[1], data.n_classes, model_cfg, shard)
+    network.to(device)
     optimizer = AdamW(
         list(network.parameters()), lr=model_cfg.lr, weight_decay=model_cfg.weight_decay
     )
@@ -70,28 +94,32 @@ def fit(
         dtype=torch.bfloat16,
         enabled=model_cfg.amp and device.type == "cuda",
     )
-    x_train = torch.from_numpy(data.x_train).to(device)
-    y_train = torch.from_numpy(data.y_train).to(device)
+    step = _Step(
+        network if shard is None else distributed.wrap(network, shard),
+        optimizer,
+        autocast,
+        torch.from_numpy(data.x_train).to(device),
+        torch.from_numpy(data.y_train).to(device),
+        shard,
+    )
     x_val = torch.from_numpy(data.x_val).to(device)
     shuffle = torch.Generator().manual_seed(train.seed)
-    n = len(x_train)
+    n = len(data.x_train)
     stopper = EarlyStopper(train.early_stopping.patience, train.early_stopping.min_delta)
     best_state = _snapshot(network)
     history = []
-    for epoch in range(1, train.epochs + 1):
-        network.train()
-        order = torch.randperm(n, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for start in range(0, n, model_cfg.batch_size):
-            batch = order[start : start + model_cfg.batch_size]
-            with autocast:
-                loss = nn.functional.cross_entropy(network(x_train[batch]), y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach().float() * len(batch)
+
+    def score(epoch: int, train_loss: float) -> dict[str, float]:
         val_proba = _predict(network, x_val, autocast)
-        row = history_row(epoch, float(loss_sum.item()) / n, val_proba, data.y_val)
+        return history_row(epoch, train_loss / n, val_proba, data.y_val)
+
+    for epoch in range(1, train.epochs + 1):
+        order = torch.randperm(n, generator=shuffle).to(device)
+        loss_sum = step.epoch(order, model_cfg.batch_size)
+        if shard is None:
+            row = score(epoch, float(loss_sum.item()))
+        else:
+            row = shard.from_rank0(functools.partial(score, epoch, shard.total(loss_sum)))
         history.append(row)
         on_epoch(row)
         if stopper.improved(row["val_loss"], epoch):
@@ -99,6 +127,42 @@ def fit(
         elif stopper.should_stop:
             break
     return Trained(best_state, history, stopper.best_epoch, device=device.type)
+
+
+class _Step:
+    """One epoch of optimizer steps over the training rows, in a given order: on one process
+    the mean loss of each batch, on a rank of several its share of it (distributed.Shard)."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: AdamW,
+        autocast: torch.autocast,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        shard: Shard | None,
+    ) -> None:
+        self.network, self.optimizer, self.autocast = network, optimizer, autocast
+        self.x, self.y, self.shard = x, y, shard
+
+    def epoch(self, order: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """The epoch's summed training loss (this rank's rows' only, on several)."""
+        self.network.train()
+        loss_sum = torch.zeros((), device=self.x.device)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            with self.autocast:
+                if self.shard is None:
+                    loss = nn.functional.cross_entropy(self.network(self.x[batch]), self.y[batch])
+                    summed = loss.detach().float() * len(batch)
+                else:
+                    rows = self.shard.take(batch)
+                    loss, summed = self.shard.loss(self.network(self.x[rows]), self.y[rows])
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += summed
+        return loss_sum
 
 
 class AdamW:

@@ -64,11 +64,27 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Indices grouped into batches of similar lengths (least padding), shortest first; ties
-    keep input order, so the same texts always form the same batches."""
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+) -> list[np.ndarray]:
+    """Indices grouped into batches of similar lengths (least padding), shortest first, of at
+    most `batch_size` texts and, where `max_tokens` is given, at most that many tokens once
+    padded to the batch's longest text (a longer text alone); ties keep input order, so the
+    same texts always form the same batches."""
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        # sorted: the batch's longest text is its last
+        full = end - start == batch_size or (
+            end < len(order) and (end + 1 - start) * lengths[order[end]] > max_tokens
+        )
+        if full or end == len(order):
+            batches.append(order[start:end])
+            start = end
+    return batches
 
 
 def check_vectors(key: str, vectors: Any, n_inputs: int, dim: int | None) -> np.ndarray:

