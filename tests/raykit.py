@@ -32,24 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from semops.io import wait_until
-from semops.tracking.processes import stat_fields
+from semops.tracking.processes import session_members
 from semops.tracking.server import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ray's minimum is 75 MB; the tests move kilobytes.
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 STARTUP_TIMEOUT_S = 120.0
-
-
-def session_members(sid: int) -> list[int]:
-    """The running processes (not zombies) of session `sid`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = stat_fields(int(entry.name))
-            if fields is not None and fields[0] != "Z" and fields[3] == str(sid):
-                members.append(int(entry.name))
-    return members
 
 
 def _node_args(temp_dir: Path) -> list[str]:

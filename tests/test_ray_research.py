@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from projectkit import REPO
-from raykit import RayCluster, session_members
+from raykit import RayCluster
 from stagekit import DEFAULT_PARAMS, run_stage
 
 from semops.config.research import LocalEmbedderConfig, ResearchConfig
@@ -27,6 +27,7 @@ from semops.research.index import rayembed
 from semops.research.index.embed.local import LocalEmbedder
 from semops.research.index.embedcache import EmbeddingCache
 from semops.research.index.sync import embed_chunks, embedder_for
+from semops.tracking.processes import session_members
 from semops.tracking.server import free_port
 
 PYFAQ = REPO / "samples/research/pyfaq"

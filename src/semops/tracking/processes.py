@@ -85,10 +85,20 @@ def same_process(pid: int | None, boot: str | None, ticks: int | None) -> bool:
 
 def group_members(pgid: int) -> list[int]:
     """The running processes of process group `pgid`."""
+    return _members(2, pgid)
+
+
+def session_members(sid: int) -> list[int]:
+    """The running processes of session `sid`."""
+    return _members(3, sid)
+
+
+def _members(field: int, value: int) -> list[int]:
+    """The running processes (not zombies) whose stat field `field` (0: the state) is `value`."""
     members = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = stat_fields(int(entry.name))
-            if fields is not None and fields[0] != "Z" and fields[2] == str(pgid):
+            if fields is not None and fields[0] != "Z" and fields[field] == str(value):
                 members.append(int(entry.name))
     return members
