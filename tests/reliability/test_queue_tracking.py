@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from conftest import run
+from projectkit import clean_env
 
 import semops
 from semops.tracking.mirror import experiment_id_for
@@ -35,8 +37,24 @@ def run_queue(project: Path, jobs: int, values: str, experiment: str) -> dict[st
     before = set(queue_status(project))
     overrides = ["model=logreg", f"model.C={values}", f"tracking.experiment={experiment}"]
     run(["dvc", "exp", "run", "--queue", *(f"-S{o}" for o in overrides)], project, PYTHONPATH=SRC)
-    run(["dvc", "queue", "start", "-j", str(jobs)], project, PYTHONPATH=SRC)
+    start_workers(project, jobs)
     return finished(project, before)
+
+
+def start_workers(project: Path, jobs: int, **env: str) -> None:
+    """`dvc queue start -j jobs`, with `env` in the workers' environment."""
+    # The workers outlive `dvc queue start` and hold on to its output: a pipe there (run's)
+    # would keep this waiting until every worker has gone, however long an idle one lingers.
+    with (project.parent / "queue-start.log").open("a") as out:
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", str(jobs)],
+            cwd=project,
+            env=clean_env(PYTHONPATH=SRC, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=True,
+        )
 
 
 def finished(project: Path, before: set[str], timeout: float = 600) -> dict[str, str]:
@@ -48,7 +66,7 @@ def finished(project: Path, before: set[str], timeout: float = 600) -> dict[str,
         if tasks and all(status in {"Success", "Failed"} for status in tasks.values()):
             return tasks
         time.sleep(2)
-    raise AssertionError(f"the queue did not finish: {tasks}")
+    raise AssertionError(f"the queue did not finish: {tasks}\n{failure_logs(project, tasks)}")
 
 
 def mlflow_runs(project: Path, experiment: str) -> list[str]:

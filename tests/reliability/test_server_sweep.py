@@ -8,7 +8,6 @@ once the server is back, none twice.
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -18,9 +17,8 @@ from typing import Any
 
 import pytest
 from conftest import run
-from projectkit import clean_env
 from serverkit import ServerInfo, running_server
-from test_queue_tracking import SRC, failure_logs, finished, queue_status
+from test_queue_tracking import SRC, failure_logs, finished, queue_status, start_workers
 from test_tracking import make_bundle
 
 from semops.tracking.bundle import BUNDLE, COMPLETE_TAG
@@ -39,18 +37,7 @@ def start_sweep(project: Path, jobs: int, values: str, experiment: str, **env: s
     overrides = ["model=logreg", f"model.C={values}", f"tracking.experiment={experiment}"]
     queue = ["dvc", "exp", "run", "--queue", *(f"-S{o}" for o in overrides)]
     run(queue, project, PYTHONPATH=SRC)
-    # The workers outlive `dvc queue start` and hold on to its output: a pipe there (run's)
-    # would keep this waiting until the whole queue is done.
-    with (project.parent / "queue-start.log").open("a") as out:
-        subprocess.run(
-            ["dvc", "queue", "start", "-j", str(jobs)],
-            cwd=project,
-            env=clean_env(PYTHONPATH=SRC, **env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=120,
-            check=True,
-        )
+    start_workers(project, jobs, **env)
     return before
 
 
