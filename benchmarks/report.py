@@ -81,6 +81,46 @@ def _md_table(columns: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+SUMMARY_CHART = "summary.svg"
+VERDICT_COLOURS = {"met": "#3a7d44", "NOT met": "#c0392b", "not measured": "#a0a0a0"}
+
+
+def summary_chart(results: list[Result]) -> dict[str, Any]:
+    """The Targets table as a Vega-Lite bar chart: each benchmark's targets by verdict."""
+    values = [{"benchmark": r.title, "verdict": t.verdict} for r in results for t in r.targets]
+    return {
+        "title": "Benchmark targets: met, not met, not measured",
+        "data": {"values": values},
+        "mark": "bar",
+        "width": 360,
+        "height": {"step": 20},
+        "encoding": {
+            "y": {
+                "field": "benchmark",
+                "type": "nominal",
+                "sort": list(dict.fromkeys(v["benchmark"] for v in values)),
+                "title": None,
+                "axis": {"labelLimit": 420},
+            },
+            "x": {
+                "aggregate": "count",
+                "type": "quantitative",
+                "title": "targets",
+                "axis": {"tickMinStep": 1},
+            },
+            "color": {
+                "field": "verdict",
+                "type": "nominal",
+                "title": None,
+                "scale": {
+                    "domain": list(VERDICT_COLOURS),
+                    "range": list(VERDICT_COLOURS.values()),
+                },
+            },
+        },
+    }
+
+
 def render(machine: dict[str, Any], results: list[Result], total_seconds: float, args: str) -> str:
     versions = machine["versions"]
     lines = [
@@ -113,6 +153,8 @@ def render(machine: dict[str, Any], results: list[Result], total_seconds: float,
         f"Total run {total_seconds:.0f} s{f' ({args})' if args else ''}.",
         "",
         "## Targets",
+        "",
+        f"![Each benchmark's targets: met, not met, not measured]({SUMMARY_CHART})",
         "",
     ]
     rows = []

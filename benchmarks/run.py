@@ -26,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import vl_convert
+
 from benchmarks import (
     cold,
     ddp,
@@ -42,7 +44,7 @@ from benchmarks import (
     train_throughput,
 )
 from benchmarks.common import REPO, Context, atomic_write, machine_info
-from benchmarks.report import Result, Table, Target, render
+from benchmarks.report import SUMMARY_CHART, Result, Table, Target, render, summary_chart
 
 OUT_DIR = REPO / "benchmarks"
 # --only names -> modules, in the order they run and are reported.
@@ -159,6 +161,7 @@ def write_results(
         "benchmarks": {r.name: r.to_json() for r in ordered},
     }
     atomic_write(args.out / "results.json", json.dumps(document, indent=2, default=str) + "\n")
+    atomic_write(args.out / SUMMARY_CHART, vl_convert.vegalite_to_svg(summary_chart(ordered)))
     atomic_write(args.out / "results.md", render(machine, ordered, total, argv_note))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from projectkit import REPO
+from projectkit import BIN, REPO
 
 from semops import paths
 from semops.config.compose import compose_params
@@ -129,6 +129,17 @@ def test_dvc_yaml_paths_are_those_of_paths_py() -> None:
         STAGES["research-embed"]["deps"]
     )
     assert outs("track") == {str(paths.TRACKED)}
+
+
+def test_the_readmes_pipeline_graph_is_dvc_dags() -> None:
+    dag = subprocess.run(
+        [str(BIN / "dvc"), "dag", "--mermaid"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert f"```mermaid\n{dag}\n```" in (REPO / "README.md").read_text()
 
 
 def test_committed_params_yaml_is_conf_composed(

@@ -98,10 +98,10 @@ def test_concurrent_workers_log_one_run_per_experiment(project_copy: Path) -> No
         # No C here equals conf's (1.0): the shared run cache must not hold results that other
         # tests expect to compute. Each batch logs to an MLflow experiment of its own: the
         # second creates one too, in the store the first created.
-        for jobs, values, store in ((2, "0.01,0.1,0.5,10", "new"), (4, "2,3,4,5", "existing")):
+        for jobs, values, store in ((2, "0.01,10", "new"), (4, "2,3,4,5", "existing")):
             tasks = run_queue(project_copy, jobs, values, experiment=f"{store}-store")
             assert set(tasks.values()) == {"Success"}, failure_logs(project_copy, tasks)
-            assert len(tasks) == 4
+            assert len(tasks) == jobs
             logged = Counter(mlflow_runs(project_copy, f"{store}-store"))
             assert logged == dict.fromkeys(tasks, 1), f"-j {jobs}, {store} store: {logged}"
         assert not [p for p in (mlruns / "pending").iterdir() if not p.name.startswith(".")]
