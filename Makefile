@@ -6,8 +6,19 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+# The page `dvc plots show/diff` fill (.dvc/config's plots.html_template): Vega, Vega-Lite and
+# vega-embed inline, from the installed vl-convert-python, so the plots draw with no network.
+PLOTS_TEMPLATE := .dvc/plots.html
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 5000
+# `make lab`: Jupyter Lab over the repository, on loopback: the dev container forwards 8888 from
+# there (VS Code tunnels a forwarded port into the container). LAB_HOST=0.0.0.0 opens it wider.
+LAB_HOST ?= 127.0.0.1
+LAB_PORT ?= 8888
+# `make services`: Jupyter Lab and the MLflow UI in the background, each in a session of its own
+# (the dev container starts them on start); their logs (the lab's holds its token) and process ids
+SERVICES := .services
+SERVICES_WAIT ?= 120
 # `make serve`: the champion MLflow Model of params.yaml's data set, as a REST endpoint
 SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 5001
@@ -33,7 +44,7 @@ export
 endif
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup browser params run repro exp show remote push pull ui serve server server-stop server-status postgres mirror predict ask test reliability lint bench clean
+.PHONY: help setup browser params run repro exp show report screenshot remote push pull ui lab services services-stop serve server server-stop server-status postgres mirror predict ask test reliability lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,7 +82,10 @@ endif
 
 ORT_GPU_VERSION ?= 1.31.1
 
-setup: $(STAMP) ## Create .venv and install the project (CPU torch where there is no GPU)
+$(PLOTS_TEMPLATE): $(STAMP) src/semops/reporting/vega.py
+	@$(BIN)/python -m semops.reporting.vega $@
+
+setup: $(STAMP) $(PLOTS_TEMPLATE) ## Create .venv and install the project (CPU torch where there is no GPU), write the offline plots page
 
 browser: ## Install Debian's Chromium (web ingest renders pages in it; its tests need it)
 	@command -v $(CHROMIUM) >/dev/null 2>&1 && echo "browser: $$($(CHROMIUM) --version)" || { \
@@ -79,7 +93,7 @@ browser: ## Install Debian's Chromium (web ingest renders pages in it; its tests
 		APT="$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get"; \
 		$$APT install -y -q chromium || { $$APT update -q && $$APT install -y -q chromium; }; }
 
-params: $(STAMP) ## Compose conf/ (+ overrides O='key=value ...') into params.yaml, validated
+params: $(STAMP) $(PLOTS_TEMPLATE) ## Compose conf/ (+ overrides O='key=value ...') into params.yaml, validated
 	@$(BIN)/semops compose $(O)
 
 repro: params ## Compose params, then run the stages whose inputs changed
@@ -95,6 +109,13 @@ exp: $(STAMP) ## A small example sweep: three models, queued and run, then compa
 
 show: $(STAMP) ## Experiments side by side: test metrics and the params that differ, best first
 	@$(BIN)/dvc exp show --no-pager --only-changed --drop '$(SHOW_DROP)' --sort-by test.roc_auc --sort-order desc
+
+report: $(STAMP) ## One HTML page of the results that opens offline (reports/index.html): metrics, plots, experiments, data, research index, pipeline
+	@$(BIN)/semops report --html --drop '$(SHOW_DROP)'
+
+screenshot: report browser ## The README's picture of the report (docs/images/report.png), drawn offline in Chromium
+	@mkdir -p docs/images
+	@$(BIN)/python tests/browserkit.py reports/index.html docs/images/report.png
 
 remote: $(STAMP) ## The team's DVC remote, the default: make remote URL=webdav://host/dav|/shared/dir [NAME=team] [REMOTE_USER=you]
 	@test -n "$(URL)" || { echo 'usage: make remote URL=webdav://host/path|ssh://host/path|/shared/folder [NAME=team] [REMOTE_USER=you] (password: DVC_REMOTE_PASSWORD, e.g. in .env)' >&2; exit 2; }
@@ -124,6 +145,62 @@ pull: $(STAMP) ## Fetch this commit's data, models and embedding store from the 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 over mlruns/ (every run, plots, model)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
 		--default-artifact-root ./mlruns/artifacts --host $(UI_HOST) --port $(UI_PORT) --workers 1
+
+lab: $(STAMP) ## Jupyter Lab on 127.0.0.1:8888 over the repository: prints its URL with the token (JUPYTER_TOKEN, else a new one); Ctrl-C stops it
+	@# The token reaches Jupyter through its environment, not its command line (which ps shows).
+	@# Jupyter refuses to run as root without --allow-root: containers often run as root. -y: Ctrl-C
+	@# stops it at once, as it stops `make ui` (no "Shut down this Jupyter server?" prompt).
+	@token=$${JUPYTER_TOKEN:-$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))')} && \
+	echo "lab: Jupyter Lab on http://$(LAB_HOST):$(LAB_PORT)/lab?token=$$token" && \
+	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab --no-browser --ip='$(LAB_HOST)' --port='$(LAB_PORT)' \
+		--ServerApp.port_retries=0 --ServerApp.root_dir='$(CURDIR)' -y $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# A started service's record: its process id, the boot and its start time (clock ticks after boot,
+# field 22 of /proc/<pid>/stat), as semops.tracking.processes.same_process tells a recorded process
+# from a later one that took its id (after a restart or a reboot, ids come again).
+PROCESS_RECORD = record() { echo "$$1 $$(cat /proc/sys/kernel/random/boot_id) $$(sed 's/.*) //' /proc/$$1/stat 2>/dev/null | cut -d' ' -f20)"; }
+
+# $(call start_service,TARGET,HOST,PORT): `make TARGET` in a session of its own, detached from this
+# shell (a dev container's postStartCommand ends with it), unless the one recorded runs; then wait
+# until HOST:PORT accepts connections.
+define start_service
+$(PROCESS_RECORD); rec=$$(cat $(SERVICES)/$(1).pid 2>/dev/null); pid=$${rec%% *}; \
+	if [ -n "$$pid" ] && [ "$$rec" = "$$(record $$pid)" ]; then \
+		echo "services: $(1) runs already (process group $$pid)"; \
+	else \
+		setsid nohup $(MAKE) -s $(1) </dev/null >$(SERVICES)/$(1).log 2>&1 & pid=$$!; \
+		record $$pid >$(SERVICES)/$(1).pid; \
+	fi; \
+	for i in $$(seq $(SERVICES_WAIT)); do \
+		(exec 3<>/dev/tcp/$(2)/$(3)) 2>/dev/null && exit 0; \
+		kill -0 $$pid 2>/dev/null || break; sleep 1; \
+	done; \
+	echo "services: $(1) is not serving on $(2):$(3); the end of $(SERVICES)/$(1).log:" >&2; \
+	tail -n 20 $(SERVICES)/$(1).log >&2; exit 1
+endef
+
+services: $(STAMP) ## Start Jupyter Lab and the MLflow UI in the background (the dev container does on start; logs in .services/); prints their URLs
+	@install -d -m 700 $(SERVICES)
+	@$(call start_service,lab,$(LAB_HOST),$(LAB_PORT))
+	@$(call start_service,ui,$(UI_HOST),$(UI_PORT))
+	@grep -m1 '^lab: ' $(SERVICES)/lab.log
+	@echo "ui: MLflow UI on http://$(UI_HOST):$(UI_PORT)"
+	@echo "services: logs in $(SERVICES)/; make services-stop stops them"
+
+services-stop: ## Stop Jupyter Lab and the MLflow UI that `make services` started (nothing of them left running)
+	@# A process group runs while one of its members is no zombie (state Z: ended, not yet reaped).
+	@$(PROCESS_RECORD); for service in lab ui; do \
+		rec=$$(cat $(SERVICES)/$$service.pid 2>/dev/null) || continue; pid=$${rec%% *}; \
+		rm -f $(SERVICES)/$$service.pid; \
+		[ "$$rec" = "$$(record $$pid)" ] || continue; \
+		kill -TERM -- -$$pid; \
+		for i in $$(seq 100); do \
+			cat /proc/[0-9]*/stat 2>/dev/null | awk -v g=$$pid '{ sub(/.*\) /, "") } $$3 == g && $$1 != "Z" { n++ } END { exit !n }' || break; \
+			sleep 0.2; \
+		done; \
+		kill -KILL -- -$$pid 2>/dev/null; \
+		echo "services: stopped $$service (process group $$pid)"; \
+	done
 
 serve: $(STAMP) ## Serve models:/<experiment>-<data set>@champion on 127.0.0.1:5001 (POST raw rows to /invocations)
 	@name=$$($(BIN)/python -c 'from semops.tracking.registry import params_model_name; print(params_model_name())') && \

@@ -42,7 +42,7 @@ def dvc_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built_project(tmp_path_factory: pytest.TempPathFactory, dvc_cache: Path) -> Iterator[Path]:
     """The project after `make repro` from scratch (shared by read-only tests)."""
     project = make_project(tmp_path_factory.mktemp("built") / "project", dvc_cache)
-    result = run(["make", "repro"], project)
+    result = run(["make", "repro"], project, OPENLINEAGE_DISABLED="false")
     (project / "first-repro.log").write_text(result.stdout + result.stderr)
     yield project
 

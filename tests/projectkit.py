@@ -36,12 +36,21 @@ PROJECT_FILES = [
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without MLflow, DVC or PYTHONPATH settings, the venv first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.pop("PYTHONPATH", None)
+    """This environment without MLflow, DVC, OpenLineage, make or PYTHONPATH settings, the venv
+    first on PATH."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "OPENLINEAGE"))
+    }
+    # Nor make's, when the suite runs under `make test`: a make started here is a user's, at
+    # top level (no "make[1]: Entering directory" lines, no parent's jobserver).
+    for name in ("PYTHONPATH", "MAKEFLAGS", "MAKELEVEL", "MFLAGS"):
+        env.pop(name, None)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     # The committed dvc.lock is the CPU result; a GPU trains other (bf16) weights.
     env["CUDA_VISIBLE_DEVICES"] = ""
+    # Lineage costs each stage process half a second: it is on where it is tested (the built
+    # project's `make repro`, tests/test_lineage.py: OPENLINEAGE_DISABLED=false), off elsewhere.
+    env["OPENLINEAGE_DISABLED"] = "true"
     env.update(
         GIT_AUTHOR_NAME="semops-dev",
         GIT_AUTHOR_EMAIL="dev@example.invalid",

@@ -36,7 +36,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("semops.research.index",),
     ("semops.research.query",),
     ("semops.research",),
+    ("semops.reporting",),
     ("semops.tracking",),
+    ("semops.lineage",),
     ("semops.stage", "semops.cli"),
 ]
 SIBLINGS = ("semops.tabular", "semops.research")

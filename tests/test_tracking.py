@@ -246,7 +246,8 @@ def test_the_run_page_shows_its_model_dataset_source_and_user(
     assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("dvc.yaml", "PROJECT")
     assert tags["mlflow.user"] == getpass.getuser()
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert artifacts == {"plots"}  # the model folder is the logged model's, not the run's
+    # The model folder is the logged model's, not the run's; the report is the run's own page.
+    assert artifacts == {"plots", "report.html"}
 
 
 def test_research_settings_and_metrics_have_a_run_of_their_own(

@@ -70,10 +70,15 @@ RESEARCH_INDEX_MANIFEST = RESEARCH / "index.json"
 # Qdrant's engine files: rebuilt from the chunks and embeddings when missing.
 RESEARCH_INDEX = RESEARCH / "index"
 RESEARCH_METRICS = REPORTS / "research.json"
+# The report as one HTML page (`make report`): made from the files above, git-ignored.
+REPORT_PAGE = REPORTS / "index.html"
 # DVC's repository lock, held by a dvc command (`dvc repro`) between its stages, and its record
 # of the paths that running stages read and write: `research add` waits for both.
 DVC_LOCK = Path(".dvc") / "tmp" / "lock"
 DVC_RWLOCK = Path(".dvc") / "tmp" / "rwlock"
+# The page `dvc plots show/diff` fill, with Vega inline (.dvc/config's plots.html_template,
+# relative to .dvc/): generated from the installed package by `make setup`, git-ignored.
+DVC_PLOTS_TEMPLATE = Path(".dvc") / "plots.html"
 
 # The result ids the track stage mirrored (content hashes, the same on every machine): committed,
 # so a fresh clone finds the stage up to date; their absence makes it run.
@@ -86,6 +91,13 @@ TRACKED_STORE = LOCAL_REPORTS / "mlflow_store.json"
 def project_root() -> Path:
     """The main repository: DVC sets DVC_ROOT to it in every stage, also in a queued copy."""
     return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def lineage_events() -> Path:
+    """The stages' OpenLineage events, one JSON line each, where no other transport is set
+    (README: "Lineage"): no DVC output, git-ignored. Queued experiments append to the main
+    repository's file, so `semops lineage` there shows them too."""
+    return project_root() / DATA / "lineage" / "events.jsonl"
 
 
 def mlruns_dir() -> Path:

@@ -25,6 +25,9 @@ TASK = re.compile(r"^([0-9a-f]{7})\s+(\S+)\s.*\s(Queued|Running|Success|Failed)\
 SRC = str(Path(semops.__file__).resolve().parents[1])
 
 
+NO_WORKERS = "Worker status: 0 active, 0 idle"
+
+
 def queue_status(project: Path) -> dict[str, str]:
     """Task name -> status, from `dvc queue status`."""
     output = run(["dvc", "queue", "status"], project, PYTHONPATH=SRC).stdout
@@ -64,6 +67,13 @@ def finished(project: Path, before: set[str], timeout: float = 600) -> dict[str,
     while time.monotonic() < deadline:
         tasks = {k: v for k, v in queue_status(project).items() if k not in before}
         if tasks and all(status in {"Success", "Failed"} for status in tasks.values()):
+            # Idle workers would race the next tasks queued: one that shuts down as a task
+            # arrives leaves it queued with no worker (DVC's own race). The next start gets
+            # workers of its own.
+            run(["dvc", "queue", "stop"], project, PYTHONPATH=SRC)
+            while NO_WORKERS not in run(["dvc", "queue", "status"], project, PYTHONPATH=SRC).stdout:
+                assert time.monotonic() < deadline, "the queue's workers did not stop"
+                time.sleep(1)
             return tasks
         time.sleep(2)
     raise AssertionError(f"the queue did not finish: {tasks}\n{failure_logs(project, tasks)}")

@@ -1,5 +1,5 @@
-"""The `semops` command line: compose params, report results, mirror to MLflow, score raw rows
-(`semops predict`), and the research index
+"""The `semops` command line: compose params, report results, mirror to MLflow, show lineage
+(`semops lineage`), score raw rows (`semops predict`), and the research index
 (`semops research ask|search|add|remove|sources|rebuild`)."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from semops import paths
 from semops.cli import predict as predict_command
 from semops.cli import research as research_commands
 from semops.cli import server as server_command
@@ -29,19 +31,21 @@ def _compose(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from semops import paths
     from semops.io import read_json
+    from semops.reporting.collect import LOWER_IS_BETTER
 
+    if args.html:
+        _html_report(args.html, args.drop)
+        return
     metrics = read_json(paths.EVAL_METRICS)
     test, base = metrics["test"], metrics["baseline_logreg"]
-    lower_is_better = {"brier", "log_loss"}
     print(
         f"\nTest metrics ({metrics['test_rows']} rows)   model  logreg baseline  model - baseline"
     )
     for key, value in test.items():
         if not isinstance(value, int | float) or key not in base:  # per class: the table below
             continue
-        name = f"{key} (lower is better)" if key in lower_is_better else key
+        name = f"{key} (lower is better)" if key in LOWER_IS_BETTER else key
         print(f"  {name:<28}{value:>8.4f}{base[key]:>12.4f}{value - base[key]:>+14.4f}")
     per_class = test.get("per_class", {})
     if per_class:
@@ -58,6 +62,14 @@ def _report(args: argparse.Namespace) -> None:
         "  make show                   all experiments side by side, best first\n"
         "  dvc exp run -S model=gbdt   try another model; `make exp` runs a small sweep\n"
     )
+
+
+def _html_report(out: Path, drop: str | None) -> None:
+    from semops.reporting import report, samples
+
+    written = report.write(out, drop=drop, samples=samples.for_report)
+    size = written.stat().st_size / 1024
+    print(f"report: {written} ({size:,.0f} KiB), opens offline: xdg-open {written}")
 
 
 def _mirror(args: argparse.Namespace) -> None:
@@ -101,6 +113,14 @@ def _mirror(args: argparse.Namespace) -> None:
         raise SemopsError("\n".join(problems))
 
 
+def _lineage(args: argparse.Namespace) -> None:
+    from semops.lineage.graph import render
+    from semops.lineage.transport import read_events
+
+    source = args.file or paths.lineage_events()
+    print("\n".join(render(read_events(source), str(source))))
+
+
 def _copy_store(source: str, target: str) -> list[str]:
     """Copy `source` into `target` and say what was done; return what failed."""
     from semops.redaction import redact
@@ -135,9 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="Hydra overrides, e.g. model=logreg train.epochs=50"
     )
     compose.set_defaults(func=_compose)
-    commands.add_parser(
-        "report", help="print the test metrics and where to look next"
-    ).set_defaults(func=_report)
+    report = commands.add_parser(
+        "report", help="print the test metrics and where to look next; --html: the whole report"
+    )
+    report.add_argument(
+        "--html",
+        nargs="?",
+        type=Path,
+        const=paths.REPORT_PAGE,
+        metavar="PATH",
+        help="write the report as one HTML page that opens offline (default reports/index.html): "
+        "metrics, plots, experiments, data, research index, pipeline graph",
+    )
+    report.add_argument(
+        "--drop",
+        metavar="REGEX",
+        help="experiment table columns to leave out, as `dvc exp show --drop` (make report "
+        "passes make show's)",
+    )
+    report.set_defaults(func=_report)
     mirror = commands.add_parser(
         "mirror",
         help="log results that could not reach MLflow; with --to, copy the local store there",
@@ -155,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the store --to copies (default: the project's sqlite store, mlruns/mlflow.db)",
     )
     mirror.set_defaults(func=_mirror)
+    lineage = commands.add_parser(
+        "lineage",
+        help="the last pipeline run's lineage: each stage's input datasets -> stage -> outputs",
+    )
+    lineage.add_argument(
+        "--file",
+        type=Path,
+        help="the OpenLineage event file (default: data/lineage/events.jsonl of this project)",
+    )
+    lineage.set_defaults(func=_lineage)
     predict_command.add_parser(commands)
     research_commands.add_parser(commands)
     server_command.add_parser(commands)

@@ -25,7 +25,7 @@ from typing import Any
 from semops.io import process_alive
 from semops.tracking.bundle import COMPLETE_TAG, RESULT_TAG
 from semops.tracking.mlmodel import delete_run_models, log_model
-from semops.tracking.spool import CODE, MODEL
+from semops.tracking.spool import CODE, MODEL, REPORT
 
 BATCH = 100  # MLflow takes at most 100 params (and 1000 metrics) per log_batch
 DATASET_CONTEXT = "raw"  # the raw table, which the pipeline splits into train, val and test
@@ -254,12 +254,15 @@ def log_dataset(client: Any, run_id: str, dataset: dict[str, Any]) -> None:
 
 
 def log_files(client: Any, run_id: str, directory: Path, with_model: bool) -> None:
-    """The plots' data and renderings; the model folder itself only for a run without an MLflow
-    Model (a bundle spooled before models were logged as such)."""
+    """The plots' data and renderings, the report (absent from bundles spooled before there
+    was one); the model folder itself only for a run without an MLflow Model (a bundle spooled
+    before models were logged as such)."""
     for name in sorted(os.listdir(directory)):
         if name.endswith(".csv"):
             client.log_artifact(run_id, str(directory / name), "plots/data")
     if (directory / "plots").is_dir():
         client.log_artifacts(run_id, str(directory / "plots"), "plots")
+    if (directory / REPORT).is_file():
+        client.log_artifact(run_id, str(directory / REPORT))
     if with_model and (directory / MODEL).is_dir():
         client.log_artifacts(run_id, str(directory / MODEL), MODEL)

@@ -2,8 +2,9 @@
 complete or not at all (built in a hidden staging folder, then renamed), before it is logged.
 
 A tabular bundle holds copies of what its run logs: the plots' data and PNG renderings, the
-trained model folder, and the semops package as it is now (the MLflow Model's code), so that a
-result logged later by `semops mirror` is the result as it was produced."""
+report (one HTML page), the trained model folder, and the semops package as it is now (the
+MLflow Model's code), so that a result logged later by `semops mirror` is the result as it was
+produced."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ PLOT_FILES = (
 # Inside a tabular bundle: the trained model folder, and the package the MLflow Model runs.
 MODEL = "model"
 CODE = "code"
+# The report, as one HTML page (semops.reporting), logged as the run's artifact of that name.
+REPORT = "report.html"
 
 
 def pending_dir() -> Path:
@@ -84,14 +87,20 @@ def _copy_files(staging: Path) -> None:
 
 
 def _render_plots(staging: Path, while_rendering: Callable[[], object]) -> None:
-    renderer = subprocess.Popen(
-        [sys.executable, "-m", "semops.tracking.plots", str(staging), str(staging / "plots")],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """The PNGs and the report (semops.reporting.report, the track stage's copy), each drawn by
+    a subprocess of its own."""
+    commands = {
+        "the plots": ["semops.tracking.plots", str(staging), str(staging / "plots")],
+        "the report": ["semops.reporting.report", "--out", str(staging / REPORT)],
+    }
+    renderers = {
+        what: subprocess.Popen([sys.executable, "-m", *command], stderr=subprocess.PIPE, text=True)
+        for what, command in commands.items()
+    }
     try:
         while_rendering()
     finally:
-        _, errors = renderer.communicate()
-    if renderer.returncode != 0:
-        raise SemopsError(f"rendering the plots failed: {errors.strip()}")
+        errors = {what: renderer.communicate()[1] for what, renderer in renderers.items()}
+    for what, renderer in renderers.items():
+        if renderer.returncode != 0:
+            raise SemopsError(f"rendering {what} failed: {errors[what].strip()}")

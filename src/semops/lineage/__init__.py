@@ -1,0 +1,1 @@
+"""OpenLineage events of the pipeline's stages (README: "Lineage")."""
