@@ -18,7 +18,7 @@ from semops import paths
 from semops.errors import SemopsError
 from semops.io import write_bytes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("semops.reporting.vega")  # its name also when run as `python -m`
 
 # DVC's plot templates are Vega-Lite v5 specs (the confusion matrix uses v5's `selection`): the
 # newest v5 that vl-convert bundles draws them without a version-mismatch warning.
@@ -116,14 +116,16 @@ def dvc_template() -> str:
 def write_dvc_template(path: Path = paths.DVC_PLOTS_TEMPLATE) -> Path:
     """Write the template (atomically: `dvc plots` may read it meanwhile) and return its path."""
     write_bytes(path, dvc_template().encode())
-    log.info("DVC plots template (%s) -> %s", versions(), path)
+    log.info("plots template: %s (%s)", path, versions())
     return path
 
 
 if __name__ == "__main__":
     # `make setup` runs this: the template is generated from the installed package, not committed.
+    from semops.log import configure
+
+    configure()
     try:
-        target = write_dvc_template(*(Path(a) for a in sys.argv[1:2]))
+        write_dvc_template(*(Path(a) for a in sys.argv[1:2]))
     except SemopsError as e:
         sys.exit(f"plots template: {e}")
-    print(f"plots template: {target} ({versions()})")
